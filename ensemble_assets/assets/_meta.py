@@ -1,0 +1,26 @@
+"""Small helpers that turn core results into Dagster metadata."""
+
+
+from typing import Any
+
+import dagster as dg
+
+OWNERS = ["team:splice-ml"]
+
+
+def md_table(rows: list[dict[str, Any]], columns: list[str]) -> dg.MetadataValue:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "" if v is None else str(v)
+
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = "".join("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |\n" for r in rows)
+    return dg.MetadataValue.md(head + body)
+
+
+def metric_meta(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
+    keys = ("macro_f1", "macro_ap", "f1_donor", "f1_acceptor", "splice_f1", "splice_ap",
+            "base_splice_f1", "base_splice_ap", "delta_fp", "delta_fn", "topk_splice")
+    return {f"{prefix}{k}": dg.MetadataValue.float(float(metrics[k])) if isinstance(metrics.get(k), float)
+            else metrics[k] for k in keys if metrics.get(k) is not None}

@@ -1,0 +1,45 @@
+"""training_plan: sizing, holdout genes, overlapping gene subsets and their partitions."""
+
+
+import dagster as dg
+
+from ..core import pipeline
+from ..partitions import gene_subsets
+from ..resources import EnsembleResource
+from ._meta import OWNERS, md_table
+from .dataset import feature_screening
+
+
+@dg.asset(
+    group_name="plan", kinds={"python", "json"}, owners=OWNERS, code_version="1", deps=[feature_screening],
+    description="Strategy (single model or overlapping gene subsets sized from available memory), the "
+                "global holdout genes no instance trains on, and one content-addressed dynamic partition "
+                "of instance_model per subset. Unchanged subsets keep their keys (and checkpoints); "
+                "stale keys are removed.",
+)
+def training_plan(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
+    cfg = ensemble.config()
+    plan = pipeline.run_plan(cfg, context.log.info)
+    keys = [s["key"] for s in plan["subsets"]]
+    existing = set(context.instance.get_dynamic_partitions(gene_subsets.name))
+    new = [k for k in keys if k not in existing]
+    stale = sorted(existing - set(keys))
+    if new:
+        context.instance.add_dynamic_partitions(gene_subsets.name, new)
+    for k in stale:
+        context.instance.delete_dynamic_partition(gene_subsets.name, k)
+    context.log.info(f"plan: {len(keys)} subset(s); {len(new)} new partition(s), {len(stale)} stale removed")
+    rows = [{"partition": s["key"], "genes": s["n_genes"], "rows": s["n_rows"],
+             "matrix_MB": round(s["estimated_matrix_bytes"] / 2**20, 1),
+             "peak_MB": round(s["estimated_peak_bytes"] / 2**20, 1)} for s in plan["subsets"]]
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(pipeline.paths(cfg)["plan"])),
+        "strategy": plan["strategy"], "instances": len(keys), "genes": plan["n_genes"],
+        "training_genes": plan["n_training_genes"], "holdout_genes": len(plan["holdout_genes"]),
+        "genes_per_instance": plan["genes_per_instance"], "instance_overlap": plan["instance_overlap"],
+        "coverage": dg.MetadataValue.float(plan["coverage"]),
+        "memory_budget_GB": dg.MetadataValue.float(round(plan["memory_budget_bytes"] / 2**30, 2)),
+        "sizing_note": plan["sizing_note"] or "none",
+        "new_partitions": dg.MetadataValue.json(new), "removed_partitions": dg.MetadataValue.json(stale),
+        "plan": md_table(rows, ["partition", "genes", "rows", "matrix_MB", "peak_MB"]),
+    })

@@ -1,0 +1,172 @@
+"""Command line: ``ensemble-assets demo-data | train | predict``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .core.config import DEMO_GENES_PER_INSTANCE, REPO_ROOT, PlatformConfig, default_data_root
+
+
+def _instance():
+    """The persistent Dagster instance: DAGSTER_HOME, else the repository root (its dagster.yaml
+    keeps storage under data/, with paths relative to the repository root)."""
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(REPO_ROOT)
+    if Path(os.environ["DAGSTER_HOME"]).resolve() == REPO_ROOT:
+        os.chdir(REPO_ROOT)
+    return dg.DagsterInstance.get()
+
+
+def build_config(args: argparse.Namespace) -> PlatformConfig:
+    base = PlatformConfig(data_root=str(Path(args.data_root).resolve()) if args.data_root else str(default_data_root()))
+    dataset = str(Path(args.dataset).expanduser().resolve()) if args.dataset else ""
+    gpi = args.genes_per_instance or (DEMO_GENES_PER_INSTANCE if not dataset else 1500)
+    plan = replace(base.plan, genes_per_instance=gpi, instance_overlap=args.instance_overlap,
+                   max_instances=args.max_instances, sample_genes=args.sample_genes,
+                   train_all_genes=args.train_all_genes, holdout_fraction=args.holdout_fraction,
+                   seed=args.seed)
+    training = replace(base.training, n_folds=args.n_folds, n_estimators=args.n_estimators,
+                       device=args.device, calibration=args.calibration, nthread=args.threads, seed=args.seed)
+    screening = replace(base.screening, exclude=tuple(args.exclude or ()), seed=args.seed)
+    return replace(base, dataset=dataset, plan=plan, training=training, screening=screening)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from .core.demo_data import DemoSpec, write_demo_dataset
+
+    out = Path(args.output).resolve() if args.output else PlatformConfig().demo_dir
+    spec = DemoSpec(n_genes=args.genes, seed=args.seed,
+                    kmer_sizes=tuple(int(k) for k in args.kmer_sizes.split(",")))
+    summary = write_demo_dataset(out, spec)
+    print(f"wrote {summary['rows']} rows of {summary['genes']} genes in {summary['files']} files to {out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .assets import consolidated_model, feature_screening, gene_inventory, instance_model, training_plan
+    from .core import pipeline
+    from .orchestration import materialize, partitions_to_train
+
+    cfg = build_config(args)
+    instance = _instance()
+    cfg.save()
+    print(f"dataset: {cfg.dataset_path}   data root: {cfg.root}")
+    ok, errors = materialize(cfg, instance, [gene_inventory, feature_screening, training_plan])
+    if not ok:
+        print("training plan failed:\n  " + "\n  ".join(errors), file=sys.stderr)
+        return 1
+    plan = pipeline.load_plan(cfg)
+    keys = [s["key"] for s in plan["subsets"]]
+    todo = partitions_to_train(instance, keys, force=args.force_retrain_all)
+    print(f"plan: {plan['strategy']}, {len(keys)} instance(s) of ≤{plan['genes_per_instance']} genes, "
+          f"{len(plan['holdout_genes'])} holdout genes")
+    if not todo:
+        print(f"nothing to retrain: all {len(keys)} instance_model partitions are materialized "
+              "with unchanged genes, features, settings and code")
+    failed = []
+    for i, key in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] training instance_model partition {key} ...", flush=True)
+        ok, errors = materialize(cfg, instance, [instance_model], partition_key=key)
+        if not ok:
+            failed.append(key)
+            print(f"  FAILED: {'; '.join(errors)}", file=sys.stderr)
+    print("\nout-of-fold metrics per instance (rows of genes each fold model did not train on):")
+    print(f"  {'partition':<14}{'genes':>7}{'rows':>9}{'macroF1':>9}{'spliceF1':>9}{'baseF1':>8}{'spliceAP':>9}")
+    for key in keys:
+        m = pipeline.instance_manifest(cfg, key)
+        if m is None:
+            print(f"  {key:<14} (not trained)")
+            continue
+        o = m["metrics"]["oof"]
+        print(f"  {key:<14}{m['n_genes']:>7}{m['n_rows']:>9}{o['macro_f1']:>9.4f}{o['splice_f1']:>9.4f}"
+              f"{(o.get('base_splice_f1') or float('nan')):>8.4f}{(o['splice_ap'] or float('nan')):>9.4f}")
+    if failed:
+        print(f"{len(failed)} partition(s) failed: {', '.join(failed)}; the consolidated model was not built. "
+              "Fix the cause and run train again (only the failed partitions are retrained).", file=sys.stderr)
+        return 1
+    ok, errors = materialize(cfg, instance, [consolidated_model])
+    if not ok:
+        print("consolidation failed:\n  " + "\n  ".join(errors), file=sys.stderr)
+        return 1
+    print(f"\ntrained {len(todo)} instance(s); consolidated model: {pipeline.paths(cfg)['consolidated']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .core.io import write_parquet
+    from .core.model import load_model
+
+    model = load_model(args.model)
+    table = pq.read_table(args.input)
+    proba = model.predict_proba(table)
+    out = {c: table.column(c) for c in ("gene_id", "position") if c in table.schema.names}
+    for j, c in enumerate(model.classes_):
+        out[f"p_{c}"] = pa.array(proba[:, j])
+    out["predicted_type"] = pa.array(model.classes_[proba.argmax(axis=1)].tolist())
+    write_parquet(args.output, pa.table(out))
+    counts = dict(zip(*np.unique(proba.argmax(axis=1), return_counts=True)))
+    print(f"predicted {table.num_rows} rows with {model.total_instances} instance(s) → {args.output} "
+          f"({', '.join(f'{model.classes_[k]}: {v}' for k, v in counts.items())})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ensemble-assets", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo-data", help="write the synthetic demo dataset")
+    d.add_argument("--output", help="dataset directory (default: <data root>/demo)")
+    d.add_argument("--genes", type=int, default=240)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--kmer-sizes", default="3,5")
+    d.set_defaults(func=cmd_demo_data)
+
+    t = sub.add_parser("train", help="materialize the whole asset graph in-process (persistent instance)")
+    t.add_argument("--dataset", help="Parquet directory (MetaSpliceAI <dataset>/master layout accepted); "
+                                     "default: the demo dataset, generated if absent")
+    t.add_argument("--data-root", help="artifacts root (default: $ENSEMBLE_ASSETS_DATA or <repo>/data)")
+    t.add_argument("--genes-per-instance", type=int, default=None,
+                   help=f"default 1500 ({DEMO_GENES_PER_INSTANCE} for the demo dataset)")
+    t.add_argument("--instance-overlap", type=float, default=0.1)
+    t.add_argument("--max-instances", type=int, default=10)
+    t.add_argument("--n-folds", type=int, default=5)
+    t.add_argument("--n-estimators", type=int, default=400, help="maximum boosting rounds (early stopping)")
+    t.add_argument("--sample-genes", type=int, default=None, help="train on this many whole genes (seeded)")
+    t.add_argument("--train-all-genes", action="store_true", help="no holdout genes")
+    t.add_argument("--holdout-fraction", type=float, default=0.1)
+    t.add_argument("--force-retrain-all", action="store_true")
+    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    t.add_argument("--calibration", default="isotonic", choices=["isotonic", "platt", "none"])
+    t.add_argument("--threads", type=int, default=0, help="XGBoost threads (0: all cores)")
+    t.add_argument("--exclude", nargs="*", help="feature columns to exclude")
+    t.add_argument("--seed", type=int, default=42)
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("predict", help="predict with a model directory")
+    r.add_argument("--model", required=True)
+    r.add_argument("--input", required=True)
+    r.add_argument("--output", required=True)
+    r.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:  # bad input: the message names what is at fault
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

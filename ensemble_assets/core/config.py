@@ -1,0 +1,90 @@
+"""The platform configuration: where the data is and how to screen, plan and train.
+
+One JSON file (``<data_root>/ensemble_config.json``, written by ``ensemble-assets train``) is the
+configuration that the CLI and the Dagster UI share, so a run launched from the UI trains exactly
+what the last ``train`` set up. Without it the defaults train on the demo dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .io import read_json, write_json
+from .planning import PlanSettings
+from .screening import ScreeningSettings
+from .training import TrainingSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_NAME = "ensemble_config.json"
+# a demo-sized default: the demo's ~240 genes then make several instances
+DEMO_GENES_PER_INSTANCE = 100
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("ENSEMBLE_ASSETS_DATA", REPO_ROOT / "data")).resolve()
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    data_root: str = field(default_factory=lambda: str(default_data_root()))
+    dataset: str = ""     # empty → the demo dataset under <data_root>/demo (generated if absent)
+    screening: ScreeningSettings = ScreeningSettings()
+    plan: PlanSettings = PlanSettings(genes_per_instance=DEMO_GENES_PER_INSTANCE)
+    training: TrainingSettings = TrainingSettings()
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_root)
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.root / "demo"
+
+    @property
+    def dataset_path(self) -> Path:
+        return Path(self.dataset) if self.dataset else self.demo_dir
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    def instance_dir(self, key: str) -> Path:
+        from .io import safe_component
+
+        return self.artifacts / "instances" / safe_component(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PlatformConfig":
+        def build(klass, values):
+            names = {f.name for f in fields(klass)}
+            unknown = set(values) - names
+            if unknown:
+                raise ValueError(f"unknown {klass.__name__} setting(s): {', '.join(sorted(unknown))}")
+            values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+            return klass(**values)
+
+        d = dict(d)
+        return cls(
+            data_root=d.get("data_root", str(default_data_root())), dataset=d.get("dataset", ""),
+            screening=build(ScreeningSettings, d.get("screening", {})),
+            plan=build(PlanSettings, d.get("plan", {})),
+            training=build(TrainingSettings, d.get("training", {})),
+        )
+
+    def save(self) -> Path:
+        return write_json(self.root / CONFIG_NAME, self.to_dict())
+
+    @classmethod
+    def load(cls, data_root: str | Path | None = None) -> "PlatformConfig":
+        root = Path(data_root) if data_root else default_data_root()
+        path = Path(os.environ["ENSEMBLE_ASSETS_CONFIG"]) if os.environ.get("ENSEMBLE_ASSETS_CONFIG") else root / CONFIG_NAME
+        if path.is_file():
+            cfg = cls.from_dict(read_json(path))
+            return replace(cfg, data_root=str(root)) if data_root else cfg
+        return cls(data_root=str(root))

@@ -1,0 +1,244 @@
+"""The input dataset: Parquet discovery, the union schema and the one streaming row path.
+
+Rows reach XGBoost through exactly one path: the subset's rows are selected from Parquet
+(DuckDB where it is installed, otherwise a pyarrow dataset scanner, e.g. on a GPU box) as
+Arrow record batches, imputed and converted batch by batch to float32, and fed to an
+``xgboost.DataIter``. No pandas or float64 copy of a whole subset is ever made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .schema import BASE_SCORE_COLUMNS, GENE_COLUMN, LABEL_CODES, LABEL_COLUMN, NEITHER_ALIASES, REQUIRED_COLUMNS
+
+
+class DatasetError(ValueError):
+    """Bad input. The message names the file, column, gene or count at fault."""
+
+
+@dataclass(frozen=True)
+class ParquetDataset:
+    root: Path
+    files: tuple[Path, ...]
+    schema: pa.Schema                      # union of all files' columns (first-seen order)
+    rows_per_file: tuple[int, ...]
+    columns_per_file: tuple[frozenset[str], ...] = field(repr=False)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    @property
+    def file_strings(self) -> list[str]:
+        return [str(f) for f in self.files]
+
+    def files_missing(self, column: str) -> list[Path]:
+        return [f for f, cols in zip(self.files, self.columns_per_file) if column not in cols]
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def open_dataset(path: str | Path) -> ParquetDataset:
+    """Resolve ``path`` (a directory of Parquet files, the MetaSpliceAI ``<dataset>/master``
+    layout, or one Parquet file) and validate every file's schema against the contract."""
+    root = Path(path).expanduser().resolve()
+    if not root.exists():
+        raise DatasetError(f"dataset path {root} does not exist")
+    if root.is_file():
+        files = [root]
+    else:
+        base = root / "master" if (root / "master").is_dir() else root
+        files = sorted(p for p in base.glob("*.parquet") if not p.name.startswith("."))
+        if not files:
+            raise DatasetError(f"no Parquet files (*.parquet) in {base}")
+    types: dict[str, pa.DataType] = {}
+    rows, cols = [], []
+    for f in files:
+        try:
+            meta = pq.ParquetFile(f).metadata
+            schema = pq.read_schema(f)
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            raise DatasetError(f"{f}: not a readable Parquet file ({exc})") from exc
+        for col in REQUIRED_COLUMNS:
+            if col not in schema.names:
+                raise DatasetError(f"{f}: missing required column '{col}'")
+        for name, typ in zip(schema.names, schema.types):
+            prev = types.get(name)
+            if prev is None:
+                types[name] = typ
+            elif prev != typ:
+                if _is_numeric(prev) and _is_numeric(typ):
+                    types[name] = pa.float64()
+                elif not (pa.types.is_null(typ) or pa.types.is_null(prev)):
+                    raise DatasetError(
+                        f"{f}: column '{name}' has type {typ}, other files have {prev}"
+                    )
+        rows.append(meta.num_rows)
+        cols.append(frozenset(schema.names))
+    union = pa.schema([(n, t) for n, t in types.items()])
+    return ParquetDataset(root, tuple(files), union, tuple(rows), tuple(cols))
+
+
+def label_codes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Encode ``splice_type`` strings: null/""/"0"/"neither" → 0, donor → 1, acceptor → 2, else -1.
+
+    Only these spellings are accepted: numeric encodings are never guessed."""
+    s = pc.utf8_lower(pc.utf8_trim_whitespace(pc.cast(values, pa.string())))
+    keys = pa.array([*NEITHER_ALIASES, *LABEL_CODES], pa.string())
+    codes = np.array([0] * len(NEITHER_ALIASES) + list(LABEL_CODES.values()), dtype=np.int8)
+    idx = pc.index_in(s, value_set=keys)
+    found = np.asarray(pc.is_valid(idx).to_numpy(zero_copy_only=False), dtype=bool)
+    out = np.full(len(s), -1, dtype=np.int8)
+    out[found] = codes[np.asarray(idx.drop_null().to_numpy(), dtype=np.int64)]
+    out[np.asarray(pc.is_null(s).to_numpy(zero_copy_only=False), dtype=bool)] = 0
+    return out
+
+
+@dataclass
+class RowBatch:
+    """One batch of a subset: float32 features (imputed) and the row identities beside them."""
+
+    X: np.ndarray          # (n, F) float32, C-order, no NaN
+    label: np.ndarray      # (n,) int8 codes 0/1/2
+    gene_id: np.ndarray    # (n,) object (str)
+    position: np.ndarray   # (n,) int64 (-1 where the dataset has no position column)
+    base: np.ndarray       # (n, 3) float32 base-model scores neither/donor/acceptor (NaN if absent)
+
+
+def to_feature_matrix(table: pa.Table | pa.RecordBatch, features: Sequence[str],
+                      fill: Mapping[str, float], source: str = "input") -> np.ndarray:
+    """Arrow columns → float32 matrix, by name. Null and NaN take the column's fill value;
+    a column absent from ``table`` is all fill (k-mers: 0). Infinite values are an error."""
+    n = table.num_rows
+    X = np.empty((n, len(features)), dtype=np.float32)
+    names = set(table.schema.names)
+    for j, name in enumerate(features):
+        if name not in names:
+            X[:, j] = fill[name]
+            continue
+        col = table.column(name)
+        if pa.types.is_boolean(col.type) or pa.types.is_integer(col.type):
+            col = pc.cast(col, pa.float64())
+        if not (pa.types.is_floating(col.type) or pa.types.is_null(col.type)):
+            raise DatasetError(f"{source}: column '{name}' is {col.type}, expected a number")
+        v = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            if np.isinf(v).any():
+                raise DatasetError(
+                    f"{source}: column '{name}' has {int(np.isinf(v).sum())} infinite value(s)"
+                )
+            v = np.where(bad, fill[name], v)
+        X[:, j] = v
+    return X
+
+
+def _batch_to_rows(batch: pa.RecordBatch, features: Sequence[str], fill: Mapping[str, float],
+                   source: str) -> RowBatch:
+    names = batch.schema.names
+    label = label_codes(batch.column(LABEL_COLUMN))
+    if (label < 0).any():
+        bad = pc.unique(batch.column(LABEL_COLUMN).filter(pa.array(label < 0))).to_pylist()
+        raise DatasetError(f"{source}: column '{LABEL_COLUMN}' has unknown label value(s) {bad[:10]}")
+    n = batch.num_rows
+    base = np.full((n, 3), np.nan, dtype=np.float32)
+    for j, col in enumerate(("neither_score", "donor_score", "acceptor_score")):
+        if col in names:
+            base[:, j] = np.asarray(batch.column(col).to_numpy(zero_copy_only=False), dtype=np.float32)
+    pos = (np.asarray(pc.cast(batch.column("position"), pa.int64()).fill_null(-1).to_numpy())
+           if "position" in names else np.full(n, -1, dtype=np.int64))
+    return RowBatch(
+        X=to_feature_matrix(batch, features, fill, source),
+        label=label,
+        gene_id=np.asarray(batch.column(GENE_COLUMN).to_numpy(zero_copy_only=False), dtype=object),
+        position=pos,
+        base=base,
+    )
+
+
+def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    """Re-cut a stream into batches of exactly ``size`` rows (the last one shorter): the same
+    rows in the same order always give the same batches, which XGBoost's multi-pass iterator needs."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for b in batches:
+        if not b.num_rows:
+            continue
+        pending.append(b)
+        held += b.num_rows
+        while held >= size:
+            t = pa.Table.from_batches(pending)
+            yield t.slice(0, size).combine_chunks().to_batches()[0]
+            rest = t.slice(size).combine_chunks()
+            pending = rest.to_batches() if rest.num_rows else []
+            held -= size
+    if held:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def iter_subset_batches(
+    ds: ParquetDataset,
+    genes: Sequence[str] | None,
+    features: Sequence[str],
+    fill: Mapping[str, float],
+    batch_rows: int = 32_768,
+    memory_limit: str = "1GB",
+    engine: str = "auto",
+) -> Iterator[RowBatch]:
+    """Stream the rows of ``genes`` (all genes if None) as imputed float32 batches.
+
+    Row order is the files' order and identical on every pass, which XGBoost's multi-pass
+    iterator relies on: DuckDB runs single-threaded here, because its parallel streaming result
+    does not keep the scan order (seen: labels misaligned with rows under CPU contention).
+    """
+    present = [c for c in features if c in set(ds.columns)]
+    wanted = [GENE_COLUMN, LABEL_COLUMN]
+    wanted += [c for c in ("position", *BASE_SCORE_COLUMNS) if c in ds.columns and c not in wanted]
+    wanted += [c for c in present if c not in wanted]
+    source = f"dataset {ds.root}"
+    if engine == "auto":
+        try:
+            import duckdb  # noqa: F401
+            engine = "duckdb"
+        except ImportError:
+            engine = "pyarrow"
+    gene_table = pa.table({GENE_COLUMN: pa.array(sorted(set(genes)), pa.string())}) if genes is not None else None
+    if engine == "duckdb":
+        import duckdb
+
+        con = duckdb.connect(config={"threads": 1, "memory_limit": memory_limit,
+                                     "preserve_insertion_order": True})
+        try:
+            sql = f"SELECT {', '.join(_quote(c) for c in wanted)} FROM read_parquet($files, union_by_name=true)"
+            if gene_table is not None:
+                con.register("subset_genes", gene_table)
+                sql += f" WHERE {_quote(GENE_COLUMN)} IN (SELECT {_quote(GENE_COLUMN)} FROM subset_genes)"
+            reader = con.sql(sql, params={"files": ds.file_strings}).to_arrow_reader(batch_rows)
+            for batch in _rebatch(reader, batch_rows):
+                yield _batch_to_rows(batch, features, fill, source)
+        finally:
+            con.close()
+    elif engine == "pyarrow":
+        import pyarrow.dataset as pads
+
+        dset = pads.dataset(ds.file_strings, schema=ds.schema, format="parquet")
+        flt = pc.field(GENE_COLUMN).isin(gene_table.column(0)) if gene_table is not None else None
+        batches = dset.to_batches(columns=wanted, filter=flt, batch_size=batch_rows, use_threads=False)
+        for batch in _rebatch(batches, batch_rows):
+            yield _batch_to_rows(batch, features, fill, source)
+    else:
+        raise ValueError(f"unknown engine {engine!r} (auto, duckdb, pyarrow)")

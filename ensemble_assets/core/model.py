@@ -1,0 +1,216 @@
+"""Model artifacts: one loader and one prediction interface for an instance or an ensemble.
+
+A model directory holds XGBoost's own ``.ubj`` files and a ``manifest.json`` (feature names,
+classes, fill values, calibrators, metrics, and the SHA-256 of every file). No pickle.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .calibration import calibrate_proba
+from .dataset import to_feature_matrix
+from .io import atomic_directory, read_json, sha256_file, write_json
+from .schema import CLASSES, is_kmer
+from .training import MODEL_FORMAT, MODEL_FORMAT_VERSION
+
+
+class ModelError(ValueError):
+    """A model directory that cannot be loaded, or input that does not fit the model."""
+
+
+def _as_table(X: Any) -> pa.Table | np.ndarray:
+    if isinstance(X, (pa.Table, pa.RecordBatch)):
+        return X if isinstance(X, pa.Table) else pa.Table.from_batches([X])
+    if isinstance(X, np.ndarray):
+        return X
+    if hasattr(X, "columns") and hasattr(X, "dtypes"):  # a pandas DataFrame
+        return pa.Table.from_pandas(X, preserve_index=False)
+    raise ModelError(f"unsupported input type {type(X).__name__}: pass a pyarrow Table, a DataFrame or an array")
+
+
+def align_features(X: Any, features: Sequence[str], fill: dict[str, float]) -> np.ndarray:
+    """Columns of ``X`` aligned to ``features`` by name: a missing k-mer is 0, any other missing
+    feature is an error naming it; extra columns are ignored. A numpy array must already have
+    exactly the model's columns in the model's order."""
+    t = _as_table(X)
+    if isinstance(t, np.ndarray):
+        if t.ndim != 2 or t.shape[1] != len(features):
+            raise ModelError(f"array input has shape {t.shape}; the model expects {len(features)} columns "
+                             "(pass a table to align by name)")
+        return np.ascontiguousarray(t, dtype=np.float32)
+    names = set(t.schema.names)
+    missing = [f for f in features if f not in names and not is_kmer(f)]
+    if missing:
+        raise ModelError(f"input lacks {len(missing)} feature column(s) the model needs: {', '.join(missing[:20])}")
+    kmer_fill = {f: (0.0 if is_kmer(f) else fill[f]) for f in features}
+    try:
+        return to_feature_matrix(t, features, kmer_fill, source="input")
+    except ValueError as exc:
+        raise ModelError(str(exc)) from exc
+
+
+class _Classifier:
+    classes_ = np.asarray(CLASSES)
+
+    @property
+    def feature_names_in_(self) -> np.ndarray:
+        return np.asarray(self.get_feature_names(), dtype=object)
+
+    @property
+    def n_features_in_(self) -> int:
+        return len(self.get_feature_names())
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class InstanceModel(_Classifier):
+    """Three one-vs-rest boosters with per-class calibration."""
+
+    def __init__(self, path: str | Path, manifest: dict[str, Any]):
+        import xgboost as xgb
+
+        self.path = Path(path)
+        self.manifest = manifest
+        self.features: list[str] = manifest["feature_names"]
+        self.fill: dict[str, float] = manifest["fill_values"]
+        self.boosters = []
+        for c in CLASSES:
+            b = xgb.Booster()
+            b.load_model(str(self.path / manifest["boosters"][c]))
+            self.boosters.append(b)
+        self.calibrators = manifest["calibrators"]
+
+    total_instances = 1
+
+    def get_feature_names(self) -> list[str]:
+        return list(self.features)
+
+    def raw_proba(self, Xm: np.ndarray) -> np.ndarray:
+        return np.column_stack([b.inplace_predict(Xm) for b in self.boosters]).astype(np.float64)
+
+    def predict_proba_aligned(self, Xm: np.ndarray) -> np.ndarray:
+        return calibrate_proba(self.calibrators, self.raw_proba(Xm))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.predict_proba_aligned(align_features(X, self.features, self.fill))
+
+
+class EnsembleModel(_Classifier):
+    """Weighted average of the members' calibrated probabilities; features aligned by name."""
+
+    def __init__(self, path: str | Path, manifest: dict[str, Any], members: list[InstanceModel]):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.members = members
+        w = np.asarray([m["weight"] for m in manifest["members"]], dtype=np.float64)
+        self.weights = w / w.sum()
+        names: list[str] = []
+        seen = set()
+        for m in members:
+            for f in m.features:
+                if f not in seen:
+                    seen.add(f)
+                    names.append(f)
+        self.features = names
+
+    @property
+    def total_instances(self) -> int:
+        return len(self.members)
+
+    def get_feature_names(self) -> list[str]:
+        return list(self.features)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        t = _as_table(X)
+        if isinstance(t, np.ndarray):  # positional: map the union order to each member by name
+            if t.ndim != 2 or t.shape[1] != len(self.features):
+                raise ModelError(f"array input has shape {t.shape}; the model expects {len(self.features)} columns")
+            t = pa.table({f: t[:, j] for j, f in enumerate(self.features)})
+        out = None
+        cache: dict[tuple[str, ...], np.ndarray] = {}
+        for w, m in zip(self.weights, self.members):
+            key = tuple(m.features)
+            if key not in cache:
+                cache[key] = align_features(t, m.features, m.fill)
+            p = w * m.predict_proba_aligned(cache[key])
+            out = p if out is None else out + p
+        return out
+
+
+def _verify(path: Path, manifest: dict[str, Any]) -> None:
+    for name, digest in manifest.get("files", {}).items():
+        f = path / name
+        if not f.is_file():
+            raise ModelError(f"model {path}: file {name} listed in manifest.json is missing")
+        if sha256_file(f) != digest:
+            raise ModelError(f"model {path}: file {name} does not match its checksum in manifest.json "
+                             "(altered or truncated)")
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        raise ModelError(f"{path} is not a model directory (no manifest.json)")
+    try:
+        manifest = read_json(mf)
+    except ValueError as exc:
+        raise ModelError(f"{mf} is not valid JSON ({exc})") from exc
+    if manifest.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{mf}: unknown model format {manifest.get('format')!r}")
+    if manifest.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ModelError(f"{mf}: model format version {manifest.get('format_version')} is not supported "
+                         f"by this release (reads version {MODEL_FORMAT_VERSION}); retrain or use a matching release")
+    _verify(path, manifest)
+    return manifest
+
+
+def load_model(path: str | Path) -> InstanceModel | EnsembleModel:
+    """Load an instance or an ensemble directory; verifies every file's checksum first."""
+    path = Path(path)
+    manifest = _read_manifest(path)
+    if manifest["kind"] == "instance":
+        return InstanceModel(path, manifest)
+    if manifest["kind"] == "ensemble":
+        members = [load_model(path / m["path"]) for m in manifest["members"]]
+        return EnsembleModel(path, manifest, members)  # type: ignore[arg-type]
+    raise ModelError(f"{path / 'manifest.json'}: unknown model kind {manifest['kind']!r}")
+
+
+def consolidate(instance_dirs: dict[str, Path], out_dir: str | Path, holdout_genes: Sequence[str] = (),
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Copy the instances into one self-contained ensemble directory, weighted by their
+    out-of-fold macro F1 (normalised), and write its manifest atomically."""
+    members = []
+    manifests = {}
+    for key, d in sorted(instance_dirs.items()):
+        manifests[key] = _read_manifest(Path(d))
+        f1 = manifests[key]["metrics"]["oof"]["macro_f1"] or 0.0
+        members.append({"partition_key": key, "path": f"instances/{key}", "oof_macro_f1": f1})
+    total = sum(m["oof_macro_f1"] for m in members)
+    for m in members:
+        m["weight"] = (m["oof_macro_f1"] / total) if total > 0 else 1.0 / len(members)
+    out_dir = Path(out_dir)
+    with atomic_directory(out_dir) as tmp:
+        files = {}
+        for key, d in sorted(instance_dirs.items()):
+            dest = tmp / "instances" / key
+            dest.mkdir(parents=True)
+            for name in [*manifests[key]["files"], "manifest.json"]:
+                shutil.copy2(Path(d) / name, dest / name)
+            files[f"instances/{key}/manifest.json"] = sha256_file(dest / "manifest.json")
+        feature_union = sorted({f for mf in manifests.values() for f in mf["feature_names"]})
+        manifest = {
+            "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "kind": "ensemble",
+            "classes": list(CLASSES), "members": members, "n_features_union": len(feature_union),
+            "weighting": "out-of-fold macro F1, normalised to sum to 1",
+            "holdout_genes": list(holdout_genes), "files": files, **(extra or {}),
+        }
+        write_json(tmp / "manifest.json", manifest)
+    return manifest

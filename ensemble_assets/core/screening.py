@@ -1,0 +1,132 @@
+"""Feature screening: the feature manifest — every column, whether it is a feature, and why not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .dataset import DatasetError, ParquetDataset, _quote
+from .inventory import LABEL_SQL, connect
+from .schema import (GENE_COLUMN, ID_COLUMNS, LEAKAGE_COLUMNS, NON_FEATURE_BY_DEFAULT,
+                     STRUCTURAL_LEAKAGE_COLUMNS, feature_family, is_kmer)
+
+
+@dataclass(frozen=True)
+class ScreeningSettings:
+    correlation_threshold: float = 0.95   # |corr(feature, is_splice)| at or above → excluded
+    sample_genes: int = 1000              # genes sampled for the correlation screen
+    seed: int = 42
+    exclude: tuple[str, ...] = ()         # user exclusions
+    include_structural: bool = False      # keep back-filled structural columns (they leak!)
+    include_chrom: bool = False
+    kmer_sizes: tuple[int, ...] | None = None   # None: all k-mer sizes present
+
+
+def _numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: ScreeningSettings = ScreeningSettings(),
+                    threads: int = 2) -> pa.Table:
+    """Return the manifest table: column, dtype, family, is_feature, reason, stats, fill_value."""
+    rows: list[dict] = []
+    candidates: list[str] = []
+    for name, typ in zip(ds.schema.names, ds.schema.types):
+        fam = feature_family(name)
+        reason = ""
+        if name in LEAKAGE_COLUMNS:
+            reason = "label leakage"
+        elif name in NON_FEATURE_BY_DEFAULT and not settings.include_chrom:
+            reason = "chromosome (leaks across instances; not a feature by default)"
+        elif name in ID_COLUMNS:
+            reason = "metadata / identifier"
+        elif name in STRUCTURAL_LEAKAGE_COLUMNS and not settings.include_structural:
+            reason = "structural leakage (back-filled for negatives; encodes the label)"
+        elif name in settings.exclude:
+            reason = "user exclusion"
+        elif not _numeric(typ):
+            reason = f"non-numeric ({typ})"
+        elif settings.kmer_sizes is not None and is_kmer(name) and int(name.split("mer_")[0]) not in settings.kmer_sizes:
+            reason = "k-mer size not selected"
+        rows.append({"column": name, "dtype": str(typ), "family": fam, "reason": reason})
+        if not reason:
+            candidates.append(name)
+    stats = _column_stats(ds, candidates, genes, settings, threads)
+    for r in rows:
+        s = stats.get(r["column"], {})
+        r.update({k: s.get(k) for k in ("non_null", "nan_count", "inf_count", "min", "max", "mean", "label_corr")})
+        if r["column"] in stats:
+            if s["inf_count"]:
+                files = ", ".join(s["inf_files"])
+                raise DatasetError(f"column '{r['column']}' has {s['inf_count']} infinite value(s) (in {files})")
+            if s["non_null"] == s["nan_count"] or s["min"] == s["max"]:
+                r["reason"] = "constant"
+            elif s["label_corr"] is not None and abs(s["label_corr"]) >= settings.correlation_threshold:
+                r["reason"] = (f"label correlation |r|={abs(s['label_corr']):.3f} ≥ {settings.correlation_threshold} "
+                               "on a gene sample (near-separates the classes)")
+        r["is_feature"] = not r["reason"]
+        r["fill_value"] = 0.0 if is_kmer(r["column"]) else float(r["mean"]) if r.get("mean") is not None else 0.0
+    if not any(r["is_feature"] for r in rows):
+        raise DatasetError(f"dataset {ds.root}: no usable feature column after screening")
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("column", pa.string()), ("dtype", pa.string()), ("family", pa.string()),
+        ("is_feature", pa.bool_()), ("reason", pa.string()), ("non_null", pa.int64()),
+        ("nan_count", pa.int64()), ("inf_count", pa.int64()), ("min", pa.float64()),
+        ("max", pa.float64()), ("mean", pa.float64()), ("label_corr", pa.float64()),
+        ("fill_value", pa.float64()),
+    ]))
+
+
+def _column_stats(ds: ParquetDataset, columns: list[str], genes: Sequence[str],
+                  settings: ScreeningSettings, threads: int, chunk: int = 150) -> dict[str, dict]:
+    if not columns:
+        return {}
+    rng = np.random.default_rng(settings.seed)
+    genes = sorted(genes)
+    sample = genes if len(genes) <= settings.sample_genes else sorted(
+        rng.choice(genes, size=settings.sample_genes, replace=False).tolist())
+    con = connect(threads)
+    con.register("sample_genes", pa.table({"gene_id": pa.array(sample, pa.string())}))
+    p = {"files": ds.file_strings}
+    src = "read_parquet($files, union_by_name=true, filename=true)"
+    out: dict[str, dict] = {}
+    try:
+        for i in range(0, len(columns), chunk):
+            part = columns[i:i + chunk]
+            aggs = []
+            for c in part:
+                d = f"CAST({_quote(c)} AS DOUBLE)"
+                fin = f"CASE WHEN isfinite({d}) THEN {d} END"
+                aggs += [f"count({d})", f"count_if(isnan({d}))", f"count_if(isinf({d}))",
+                         f"min({fin})", f"max({fin})", f"avg({fin})"]
+            vals = con.sql(f"SELECT {', '.join(aggs)} FROM {src}", params=p).fetchall()[0]
+            corr_aggs = [f"corr(CASE WHEN isfinite(CAST({_quote(c)} AS DOUBLE)) THEN CAST({_quote(c)} AS DOUBLE) END, "
+                         "CAST(label > 0 AS DOUBLE))" for c in part]
+            corr = con.sql(
+                f"SELECT {', '.join(corr_aggs)} FROM (SELECT *, {LABEL_SQL} AS label FROM {src}) "
+                f"WHERE {_quote(GENE_COLUMN)} IN (SELECT gene_id FROM sample_genes)", params=p).fetchall()[0]
+            for j, c in enumerate(part):
+                nn, nan, inf, mn, mx, mean = vals[6 * j:6 * j + 6]
+                rc = corr[j]
+                out[c] = {"non_null": int(nn), "nan_count": int(nan), "inf_count": int(inf),
+                          "min": mn, "max": mx, "mean": mean,
+                          "label_corr": None if rc is None or not np.isfinite(rc) else float(rc),
+                          "inf_files": []}
+                if inf:
+                    out[c]["inf_files"] = [r[0] for r in con.sql(
+                        f"SELECT DISTINCT filename FROM {src} WHERE isinf(CAST({_quote(c)} AS DOUBLE)) ORDER BY 1",
+                        params=p).fetchall()]
+    finally:
+        con.close()
+    return out
+
+
+def feature_columns(manifest: pa.Table) -> tuple[list[str], dict[str, float]]:
+    """Feature names (in manifest order) and their fill values."""
+    d = manifest.to_pydict()
+    names = [c for c, f in zip(d["column"], d["is_feature"]) if f]
+    fill = {c: v for c, v, f in zip(d["column"], d["fill_value"], d["is_feature"]) if f}
+    return names, fill

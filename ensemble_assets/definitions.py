@@ -1,0 +1,17 @@
+"""Wiring only: assets, checks, jobs and resources of the code location."""
+
+import dagster as dg
+
+from .assets import consolidated_model, feature_screening, gene_inventory, instance_model, training_plan
+from .checks import all_checks
+from .jobs import all_jobs
+from .resources import EnsembleResource
+
+all_assets = [gene_inventory, feature_screening, training_plan, instance_model, consolidated_model]
+
+defs = dg.Definitions(
+    assets=all_assets,
+    asset_checks=all_checks,
+    jobs=all_jobs,
+    resources={"ensemble": EnsembleResource()},
+)

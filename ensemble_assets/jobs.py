@@ -1,0 +1,15 @@
+"""Jobs: the plan, the instances (one run per partition), and the consolidation."""
+
+import dagster as dg
+
+plan_job = dg.define_asset_job(
+    "plan_job", selection=dg.AssetSelection.groups("dataset", "plan"),
+    description="Inventory, screening and plan; registers the gene-subset partitions.")
+instance_training_job = dg.define_asset_job(
+    "instance_training_job", selection=dg.AssetSelection.groups("training"),
+    description="Train instance_model partitions (one run per gene subset).")
+consolidation_job = dg.define_asset_job(
+    "consolidation_job", selection=dg.AssetSelection.groups("ensemble"),
+    description="Consolidate every instance of the current plan into one model.")
+
+all_jobs = [plan_job, instance_training_job, consolidation_job]

@@ -1,0 +1,63 @@
+"""Which partitions need training, and in-process materialization against a Dagster instance.
+
+Used by the CLI (and by schedules/sensors): the materialization state is the checkpoint, so a
+partition is trained only when it has no successful materialization with the current code version.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import dagster as dg
+
+from .assets import instance_model
+from .assets.instances import INSTANCE_CODE_VERSION
+from .core.config import PlatformConfig
+from .resources import EnsembleResource
+
+
+def partitions_to_train(instance: dg.DagsterInstance, keys: Sequence[str], force: bool = False) -> list[str]:
+    """Keys of the plan that are missing, failed, or materialized by another code version."""
+    if force:
+        return list(keys)
+    done = instance.get_materialized_partitions(instance_model.key)
+    todo = []
+    for k in keys:
+        if k not in done:
+            todo.append(k)
+            continue
+        recs = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=instance_model.key, asset_partitions=[k]), limit=1).records
+        mat = recs[0].asset_materialization if recs else None
+        if mat is None or (mat.tags or {}).get("dagster/code_version") != INSTANCE_CODE_VERSION:
+            todo.append(k)
+    return todo
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    msgs = []
+    for ev in result.all_events:
+        if ev.is_step_failure and ev.step_failure_data and ev.step_failure_data.error:
+            err = ev.step_failure_data.error
+            while err.cause is not None and err.message.startswith("dagster._core.errors"):
+                err = err.cause
+            desc = (ev.step_failure_data.user_failure_data.description
+                    if ev.step_failure_data.user_failure_data else None)
+            msgs.append(f"{ev.step_key}: {desc or err.message.strip()}")
+    return msgs
+
+
+def materialize(cfg: PlatformConfig, instance: dg.DagsterInstance, selection: Sequence[dg.AssetsDefinition],
+                partition_key: str | None = None, run_config: dict | None = None,
+                log: Callable[[str], None] = print) -> tuple[bool, list[str]]:
+    from .definitions import defs
+
+    assets = list(defs.assets or [])
+    checks = list(defs.asset_checks or [])
+    result = dg.materialize(
+        [*assets, *checks], instance=instance, partition_key=partition_key, raise_on_error=False,
+        resources={"ensemble": EnsembleResource(data_root=cfg.data_root)},
+        selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks_for_assets(*selection),
+        run_config=run_config,
+    )
+    return result.success, failure_messages(result)
