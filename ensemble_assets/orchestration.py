@@ -58,6 +58,6 @@ def materialize(cfg: PlatformConfig, instance: dg.DagsterInstance, selection: Se
         [*assets, *checks], instance=instance, partition_key=partition_key, raise_on_error=False,
         resources={"ensemble": EnsembleResource(data_root=cfg.data_root)},
         selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks_for_assets(*selection),
-        run_config=run_config,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **(run_config or {})},
     )
     return result.success, failure_messages(result)

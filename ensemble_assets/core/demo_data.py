@@ -584,20 +584,19 @@ def _base_model_tracks(st: _GeneStructure, seq: np.ndarray, decoy_donors: np.nda
             if 0 <= q < st.length and q not in site_set:
                 track = donor if kind == _DONOR else acceptor
                 track[p + 2], track[q + 2] = track[q + 2], track[p + 2]
-    # peaks bleed into their neighbours; decoy peaks are broader than real ones
+    # peaks bleed (noisily) into their neighbours; decoy peaks are a little broader
     drop1 = np.full(n, 10.5)
     drop2 = np.full(n, 12.5)
     for decoys in (decoy_donors, decoy_acceptors):
-        drop1[decoys + 2] = 8.0
-        drop2[decoys + 2] = 10.0
+        drop1[decoys + 2] = 9.0
+        drop2[decoys + 2] = 11.0
     tracks = []
     for x in (donor, acceptor):
-        spread = np.maximum.reduce([
-            x,
-            _shift(x - drop1, 1, -30.0), _shift(x - drop1, -1, -30.0),
-            _shift(x - drop2, 2, -30.0), _shift(x - drop2, -2, -30.0),
-        ])
-        tracks.append(spread)
+        bleed = [
+            _shift(x - drop + rng.normal(0.0, 1.2, n), k, -30.0)
+            for drop, k in ((drop1, 1), (drop1, -1), (drop2, 2), (drop2, -2))
+        ]
+        tracks.append(np.maximum.reduce([x, *bleed]))
     ld, la = tracks
     m = np.maximum(np.maximum(ld, la), 0.0)
     ed, ea, en = np.exp(ld - m), np.exp(la - m), np.exp(-m)
@@ -794,10 +793,31 @@ def _kmer_codes(seq: np.ndarray, k: int) -> np.ndarray:
     return code
 
 
+def _numeric_array(values: np.ndarray, null_mask: np.ndarray | None = None) -> pa.Array:
+    """Zero-copy Arrow array over a contiguous int64/float64 numpy array (``null_mask`` True =
+    null). Built from buffers: ``pa.array`` would import pandas just to probe the input."""
+    values = np.ascontiguousarray(values)
+    arrow_type = {np.dtype(np.int64): pa.int64(), np.dtype(np.float64): pa.float64()}[values.dtype]
+    validity = None
+    if null_mask is not None and null_mask.any():
+        validity = pa.py_buffer(np.packbits(~null_mask, bitorder="little"))
+    return pa.Array.from_buffers(arrow_type, len(values), [validity, pa.py_buffer(values)])
+
+
+def _string_array(values: list[str] | tuple[str, ...]) -> pa.Array:
+    """Arrow string array built from buffers (no pandas probe, see ``_numeric_array``)."""
+    encoded = [v.encode("utf-8") for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return pa.Array.from_buffers(
+        pa.string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    )
+
+
 def _file_table(genes: list[_GeneRows], spec: DemoSpec, layout: _Layout,
                 arrow_schema: pa.Schema) -> pa.Table:
     n_rows = sum(len(g.positions) for g in genes)
-    gene_of_row = pa.array(np.repeat(np.arange(len(genes)), [len(g.positions) for g in genes]))
+    gene_of_row = _numeric_array(np.repeat(np.arange(len(genes), dtype=np.int64), [len(g.positions) for g in genes]))
     per_gene = {
         "gene_id": [demo_gene_id(g.index) for g in genes],
         "gene_name": [f"demo{g.index + 1}" for g in genes],
@@ -808,15 +828,15 @@ def _file_table(genes: list[_GeneRows], spec: DemoSpec, layout: _Layout,
     label = np.concatenate([g.label for g in genes])
     pred = np.concatenate([g.pred for g in genes])
     arrays: dict[str, pa.Array] = {
-        name: pa.array(values, type=pa.string()).take(gene_of_row) for name, values in per_gene.items()
+        name: _string_array(values).take(gene_of_row) for name, values in per_gene.items()
     }
-    arrays["transcript_id"] = pa.array([t for g in genes for t in g.transcript_ids], type=pa.string())
-    arrays["splice_type"] = pa.array(list(schema.CLASSES), type=pa.string()).take(pa.array(label))
-    arrays["pred_type"] = pa.array(list(_PRED_TYPES), type=pa.string()).take(pa.array(pred))
+    arrays["transcript_id"] = _string_array([t for g in genes for t in g.transcript_ids])
+    arrays["splice_type"] = _string_array(schema.CLASSES).take(_numeric_array(label))
+    arrays["pred_type"] = _string_array(_PRED_TYPES).take(_numeric_array(pred))
     masks = {"true_position": label == _NEITHER, "predicted_position": (pred == _TN) | (pred == _FN)}
     for name in genes[0].columns:
         values = np.concatenate([g.columns[name] for g in genes])
-        arrays[name] = pa.array(values, type=_arrow_type(name), mask=masks.get(name))
+        arrays[name] = _numeric_array(values, masks.get(name))
     # k-mer counts: one column-major block per k, filled gene by gene (zero-copy into Arrow)
     for k in spec.kmer_sizes:
         width = 4**k
@@ -832,7 +852,7 @@ def _file_table(genes: list[_GeneRows], spec: DemoSpec, layout: _Layout,
             block[offset:offset + r] = np.bincount(idx.ravel(), minlength=r * width).reshape(r, width)
             offset += r
         for c, name in enumerate(kmer_columns(k)):
-            arrays[name] = pa.array(block[:, c])
+            arrays[name] = _numeric_array(block[:, c])
     return pa.Table.from_arrays([arrays[f.name] for f in arrow_schema], schema=arrow_schema)
 
 

@@ -1,0 +1,84 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ensemble_assets.core.planning import PlanError, PlanSettings, make_plan, subset_key
+
+
+def inventory(n_genes: int, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(10, 60, n_genes)
+    donors = rng.integers(0, 5, n_genes)
+    return pa.table({"gene_id": [f"G{i:05d}" for i in range(n_genes)], "n_rows": rows,
+                     "n_donor": donors, "n_acceptor": donors})
+
+
+BIG = dict(memory_budget_bytes=8 * 2**30)
+
+
+def test_plan_covers_every_training_gene_and_no_holdout_gene():
+    plan = make_plan(inventory(1000), 100, PlanSettings(genes_per_instance=150, instance_overlap=0.2, **BIG))
+    assert plan["strategy"] == "multi" and len(plan["subsets"]) > 1
+    covered = set().union(*[set(s["genes"]) for s in plan["subsets"]])
+    held = set(plan["holdout_genes"])
+    assert len(held) == 100
+    assert covered | held == {f"G{i:05d}" for i in range(1000)}
+    assert not covered & held
+    assert plan["coverage"] == 1.0
+    for s in plan["subsets"]:
+        assert s["n_genes"] <= 150
+
+
+def test_overlap_fraction_is_respected():
+    plan = make_plan(inventory(2000), 100, PlanSettings(genes_per_instance=400, instance_overlap=0.1, **BIG))
+    sizes = [s["n_genes"] for s in plan["subsets"]]
+    total = sum(sizes)
+    assert total == pytest.approx(plan["n_training_genes"] / 0.9, rel=0.02)
+
+
+def test_single_instance_when_it_fits():
+    plan = make_plan(inventory(50), 100, PlanSettings(genes_per_instance=1500, **BIG))
+    assert plan["strategy"] == "single"
+    assert len(plan["subsets"]) == 1 and plan["subsets"][0]["n_genes"] == 45
+
+
+def test_plan_is_deterministic_and_keys_are_stable():
+    s = PlanSettings(genes_per_instance=120, **BIG)
+    a = make_plan(inventory(600), 100, s, "sig")
+    b = make_plan(inventory(600), 100, s, "sig")
+    assert a == b
+    assert [x["key"] for x in a["subsets"]] == [x["key"] for x in b["subsets"]]
+    assert all(x["key"].startswith(f"s{x['index']:02d}-") and len(x["key"]) == 12 for x in a["subsets"])
+
+
+def test_changing_one_subset_changes_only_its_key():
+    genes = [[f"G{i:03d}" for i in range(k * 10, k * 10 + 10)] for k in range(4)]
+    keys = [subset_key(i, g) for i, g in enumerate(genes)]
+    genes[2] = genes[2][:-1] + ["OTHER"]
+    keys2 = [subset_key(i, g) for i, g in enumerate(genes)]
+    assert [k1 == k2 for k1, k2 in zip(keys, keys2)] == [True, True, False, True]
+    assert subset_key(0, ["b", "a"]) == subset_key(0, ["a", "b"])  # order-free
+    assert subset_key(0, ["a", "b"], "sig1") != subset_key(0, ["a", "b"], "sig2")
+
+
+def test_max_instances_enforced_and_memory_sizing():
+    plan = make_plan(inventory(1000), 100, PlanSettings(genes_per_instance=100, max_instances=3, **BIG))
+    assert len(plan["subsets"]) == 3
+    assert set().union(*[set(s["genes"]) for s in plan["subsets"]]) | set(plan["holdout_genes"]) == \
+        {f"G{i:05d}" for i in range(1000)}
+    # a budget that fits ~40 genes lowers genes_per_instance and says so
+    tight = int(0.5 * 2**30 + 40 * 1.3 * 35 * (100 * 2.15 + 64))
+    plan = make_plan(inventory(400), 100, PlanSettings(genes_per_instance=300, max_instances=50, memory_budget_bytes=tight))
+    assert plan["genes_per_instance"] < 300 and "memory" in plan["sizing_note"]
+    assert max(s["n_genes"] for s in plan["subsets"]) <= plan["genes_per_instance"]
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(instance_overlap=0.7), "instance_overlap=0.7"),
+    (dict(holdout_fraction=0.99), "leaves"),
+    (dict(genes_per_instance=30, max_instances=1, memory_budget_bytes=int(0.5 * 2**30 + 3e5)), "max_instances"),
+])
+def test_bad_settings_are_rejected_with_the_number(kw, msg):
+    kw = {"memory_budget_bytes": 8 * 2**30, **kw}
+    with pytest.raises(PlanError, match=msg):
+        make_plan(inventory(100), 100, PlanSettings(**kw))

@@ -1,0 +1,147 @@
+"""Layer 2: the asset graph materialized with a Dagster test instance."""
+
+import json
+import subprocess
+import sys
+
+import dagster as dg
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from ensemble_assets.assets import (consolidated_model, feature_screening, gene_inventory, instance_model,
+                                    training_plan)
+from ensemble_assets.core import pipeline
+from ensemble_assets.core.model import load_model
+from ensemble_assets.definitions import defs
+from ensemble_assets.orchestration import materialize, partitions_to_train
+from ensemble_assets.partitions import gene_subsets
+from ensemble_assets_tests.conftest import REPO, make_config
+
+PLAN = [gene_inventory, feature_screening, training_plan]
+
+
+def run_all(cfg, instance):
+    ok, err = materialize(cfg, instance, PLAN)
+    assert ok, err
+    keys = instance.get_dynamic_partitions(gene_subsets.name)
+    for k in keys:
+        ok, err = materialize(cfg, instance, [instance_model], partition_key=k)
+        assert ok, err
+    ok, err = materialize(cfg, instance, [consolidated_model])
+    assert ok, err
+    return keys
+
+
+def test_definitions_load():
+    repo = defs.get_repository_def()
+    names = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert {"gene_inventory", "feature_screening", "training_plan", "instance_model",
+            "consolidated_model"} <= names
+
+
+@pytest.mark.parametrize("genes_per_instance, expected", [(16, "multi"), (500, "single")])
+def test_full_graph(tiny_dataset, tmp_path, genes_per_instance, expected):
+    cfg = make_config(tmp_path, tiny_dataset, genes_per_instance=genes_per_instance)
+    with dg.instance_for_test() as instance:
+        keys = run_all(cfg, instance)
+        plan = pipeline.load_plan(cfg)
+        assert plan["strategy"] == expected
+        assert (len(keys) >= 2) if expected == "multi" else (len(keys) == 1)
+        assert sorted(keys) == sorted(s["key"] for s in plan["subsets"])
+        assert instance.get_materialized_partitions(instance_model.key) == set(keys)
+        model = load_model(pipeline.paths(cfg)["consolidated"])
+        assert model.total_instances == len(keys)
+        table = pq.read_table(next((tiny_dataset / "master").glob("*.parquet")))
+        assert np.allclose(model.predict_proba(table).sum(axis=1), 1.0)
+        ev = instance.get_latest_materialization_event(consolidated_model.key)
+        assert ev.asset_materialization.metadata["gene_coverage"].value == 1.0
+
+
+def test_replanning_unchanged_genes_keeps_partitions_and_changed_genes_replace_them(tiny_dataset, tmp_path):
+    cfg = make_config(tmp_path, tiny_dataset, genes_per_instance=16)
+    with dg.instance_for_test() as instance:
+        keys = run_all(cfg, instance)
+        ok, _ = materialize(cfg, instance, PLAN)
+        assert ok
+        assert sorted(instance.get_dynamic_partitions(gene_subsets.name)) == sorted(keys)
+        assert partitions_to_train(instance, keys) == []
+        assert instance.get_materialized_partitions(instance_model.key) == set(keys)
+        # fewer genes → different subsets: new keys registered, stale ones removed
+        cfg2 = make_config(tmp_path, tiny_dataset, genes_per_instance=16, sample_genes=40)
+        ok, _ = materialize(cfg2, instance, PLAN)
+        assert ok
+        new_keys = instance.get_dynamic_partitions(gene_subsets.name)
+        assert set(new_keys).isdisjoint(keys)
+        assert sorted(partitions_to_train(instance, new_keys)) == sorted(new_keys)
+
+
+def test_consolidation_refuses_while_partitions_are_missing(tiny_dataset, tmp_path):
+    cfg = make_config(tmp_path, tiny_dataset, genes_per_instance=16)
+    with dg.instance_for_test() as instance:
+        ok, _ = materialize(cfg, instance, PLAN)
+        keys = sorted(instance.get_dynamic_partitions(gene_subsets.name))
+        ok, _ = materialize(cfg, instance, [instance_model], partition_key=keys[0])
+        assert ok
+        ok, errors = materialize(cfg, instance, [consolidated_model])
+        assert not ok
+        msg = " ".join(errors)
+        assert "coverage" in msg and all(k in msg for k in keys[1:]) and keys[0] not in msg.split("materialized:")[-1]
+        assert not pipeline.paths(cfg)["consolidated"].exists()
+
+
+@pytest.mark.parametrize("column", ["splice_type", "gene_id"])
+def test_missing_required_column_fails_at_gene_inventory(tiny_dataset, tmp_path, column):
+    bad = tmp_path / "bad" / "master"
+    bad.mkdir(parents=True)
+    for f in sorted((tiny_dataset / "master").glob("*.parquet")):
+        pq.write_table(pq.read_table(f).drop_columns([column]), bad / f.name)
+    cfg = make_config(tmp_path / "root", bad.parent)
+    with dg.instance_for_test() as instance:
+        ok, errors = materialize(cfg, instance, PLAN)
+        assert not ok
+        assert errors and errors[0].startswith("gene_inventory") and f"'{column}'" in errors[0]
+        assert instance.get_latest_materialization_event(gene_inventory.key) is None
+
+
+def test_cli_train_then_predict_round_trip(tiny_dataset, tmp_path):
+    env = {"DAGSTER_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    (tmp_path / "home").mkdir()
+    cli = [sys.executable, "-m", "ensemble_assets.cli"]
+    args = ["train", "--dataset", str(tiny_dataset), "--data-root", str(tmp_path / "root"),
+            "--genes-per-instance", "16", "--n-folds", "3", "--n-estimators", "15", "--threads", "1"]
+    r = subprocess.run(cli + args, capture_output=True, text=True, env=env, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "out-of-fold" in r.stdout and "trained" in r.stdout
+    r2 = subprocess.run(cli + args, capture_output=True, text=True, env=env, cwd=REPO)
+    assert r2.returncode == 0 and "nothing to retrain" in r2.stdout and "trained 0 instance(s)" in r2.stdout
+    src = next((tiny_dataset / "master").glob("*.parquet"))
+    out = tmp_path / "pred.parquet"
+    r3 = subprocess.run(cli + ["predict", "--model", str(tmp_path / "root" / "artifacts" / "consolidated_model"),
+                               "--input", str(src), "--output", str(out)], capture_output=True, text=True, env=env)
+    assert r3.returncode == 0, r3.stderr
+    pred = pq.read_table(out)
+    assert pred.num_rows == pq.read_metadata(src).num_rows
+    p = np.column_stack([pred.column(f"p_{c}").to_numpy() for c in ("neither", "donor", "acceptor")])
+    assert np.allclose(p.sum(axis=1), 1.0)
+    assert set(pred.column("predicted_type").to_pylist()) <= {"neither", "donor", "acceptor"}
+    cfg = json.loads((tmp_path / "root" / "ensemble_config.json").read_text())
+    assert cfg["plan"]["genes_per_instance"] == 16
+
+
+def test_cli_train_exits_nonzero_with_the_failing_assets_message(tiny_dataset, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pq.write_table(pq.read_table(next((tiny_dataset / "master").glob("*.parquet"))).drop_columns(["splice_type"]),
+                   bad / "a.parquet")
+    r = subprocess.run([sys.executable, "-m", "ensemble_assets.cli", "train", "--dataset", str(bad),
+                        "--data-root", str(tmp_path / "root")], capture_output=True, text=True,
+                       env={"DAGSTER_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, cwd=REPO)
+    assert r.returncode != 0
+    assert "gene_inventory" in r.stderr and "'splice_type'" in r.stderr and "a.parquet" in r.stderr
+
+
+def test_dagster_definitions_validate():
+    r = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate"], cwd=REPO,
+                       capture_output=True, text=True, env={"DAGSTER_HOME": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr[-2000:]
