@@ -249,7 +249,8 @@ def _has_base(rows: ScoredRows) -> bool:
 
 
 def score_model(name: str, kind: str, rows: ScoredRows, threshold: float | np.ndarray,
-                base_threshold: float | np.ndarray | None, scope: str, n_bins: int = 15) -> dict[str, Any]:
+                base_threshold: float | np.ndarray | None, scope: str, n_bins: int = 15,
+                proba_kind: str = "calibrated") -> dict[str, Any]:
     """One row of the side-by-side table: DESIGN §5 metrics with the splice decision at
     ``threshold`` (chosen on out-of-fold rows), also at 0.5; the base model at 0.5 and at its
     own out-of-fold threshold; calibration per class (calibrated and raw)."""
@@ -270,10 +271,10 @@ def score_model(name: str, kind: str, rows: ScoredRows, threshold: float | np.nd
             b = binary_splice_metrics(rows.y_splice, rows.base_splice, bt)
             out.update({"base_splice_threshold_oof": float(np.median(bt)), "base_splice_f1_at_oof_threshold": b["f1"],
                         "base_errors_at_oof_threshold": b["fp"] + b["fn"]})
-    kinds = {"calibrated": rows.proba} if rows.raw is None else {"calibrated": rows.proba, "raw": rows.raw}
+    kinds = {proba_kind: rows.proba} if rows.raw is None else {proba_kind: rows.proba, "raw": rows.raw}
     calib, bins = calibration_report(rows.label, kinds, n_bins)
     for c in calib:
-        tag = "" if c["kind"] == "calibrated" else f"{c['kind']}_"
+        tag = "" if c["kind"] == proba_kind else f"{c['kind']}_"
         for k in ("ece_uniform", "ece_quantile", "brier", "log_loss"):
             out[f"{tag}{k}_{c['class']}"] = c[k]
     out["_calibration"] = calib
@@ -337,7 +338,8 @@ def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_ge
     if _has_base(ref):
         base_rows = ref.with_proba(ref.base / np.clip(ref.base.sum(axis=1, keepdims=True), 1e-12, None))
         rows_by_model["base"] = base_rows
-        table.append(score_model("base", "base", base_rows, base_thr, base_thr, scope, settings.ece_bins))
+        table.append(score_model("base", "base", base_rows, base_thr, base_thr, scope, settings.ece_bins,
+                                 proba_kind="base_scores"))
     for name in names:
         rows_by_model[name] = scored[name]
         table.append(score_model(name, kinds[name], scored[name], thresholds[name], base_thr, scope, settings.ece_bins))

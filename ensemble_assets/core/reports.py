@@ -148,9 +148,8 @@ def _evaluation_plots(ev: Evaluation, rp: dict[str, Path]) -> None:
     plots.roc_pr_curves(ref.label, models, rp["plot_roc_pr"], scope)
     ece = {(c["class"], c["kind"]): c["ece_uniform"] for c in ev.calibration if c["model"] == "consolidated"}
     bins = [b for b in ev.bins if b["model"] == "consolidated"]
-    bins += [{**b, "kind": "base"} for b in ev.bins if b["model"] == "base" and b["kind"] == "calibrated"]
-    ece.update({(c["class"], "base"): c["ece_uniform"] for c in ev.calibration
-                if c["model"] == "base" and c["kind"] == "calibrated"})
+    bins += [b for b in ev.bins if b["model"] == "base"]
+    ece.update({(c["class"], c["kind"]): c["ece_uniform"] for c in ev.calibration if c["model"] == "base"})
     plots.reliability_diagram(bins, rp["plot_reliability"], "consolidated model — " + scope, ece)
     inst = [{**b, "kind": b["model"]} for b in ev.bins if b["kind"] == "calibrated" and b["model"] not in ("base",)]
     inst_ece = {(c["class"], c["model"]): c["ece_uniform"] for c in ev.calibration if c["kind"] == "calibrated"
