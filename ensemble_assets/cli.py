@@ -95,6 +95,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("consolidation failed:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
     print(f"\ntrained {len(todo)} instance(s); consolidated model: {pipeline.paths(cfg)['consolidated']}")
+    return _evaluate(cfg, instance)
+
+
+def _evaluate(cfg: PlatformConfig, instance) -> int:
+    """Materialize the evaluation assets after consolidated_model and print the side-by-side table."""
+    from .assets import evaluation_assets
+    from .core import reports
+    from .orchestration import materialize
+
+    ok, errors = materialize(cfg, instance, evaluation_assets)
+    if not ok:
+        print("evaluation failed:\n  " + "\n  ".join(errors), file=sys.stderr)
+        return 1
+    ev = reports.load_holdout_metrics(cfg)
+    print(f"\n{ev['scope']} evaluation, base vs meta ({ev['genes']} genes, {ev['rows']} rows never trained on by "
+          f"the evaluated model; thresholds chosen out-of-fold):")
+    print(reports.format_table(ev["headline"], columns=reports.HEADLINE_COLUMNS))
+    print(f"reports: {reports.report_paths(cfg)['dir']}")
     return 0
 
 

@@ -12,4 +12,9 @@ consolidation_job = dg.define_asset_job(
     "consolidation_job", selection=dg.AssetSelection.groups("ensemble"),
     description="Consolidate every instance of the current plan into one model.")
 
+evaluation_job = dg.define_asset_job(
+    "evaluation_job", selection=dg.AssetSelection.groups("evaluation"),
+    description="Holdout metrics, calibration analysis, plots and reports of the consolidated model.")
+
 all_jobs = [plan_job, instance_training_job, consolidation_job]
+all_jobs += [evaluation_job]

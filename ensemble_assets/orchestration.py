@@ -44,6 +44,10 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
             desc = (ev.step_failure_data.user_failure_data.description
                     if ev.step_failure_data.user_failure_data else None)
             msgs.append(f"{ev.step_key}: {desc or err.message.strip()}")
+    for ev in result.all_events:  # a failed blocking check says why (offending genes / numbers)
+        data = ev.event_specific_data if ev.event_type_value == "ASSET_CHECK_EVALUATION" else None
+        if data is not None and not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
+            msgs.append(f"check {data.check_name} failed: {data.description or ''}")
     return msgs
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .evaluation import EvaluationSettings
 from .io import read_json, write_json
 from .planning import PlanSettings
 from .screening import ScreeningSettings
@@ -34,6 +35,7 @@ class PlatformConfig:
     screening: ScreeningSettings = ScreeningSettings()
     plan: PlanSettings = PlanSettings(genes_per_instance=DEMO_GENES_PER_INSTANCE)
     training: TrainingSettings = TrainingSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
 
     @property
     def root(self) -> Path:
@@ -75,6 +77,7 @@ class PlatformConfig:
             screening=build(ScreeningSettings, d.get("screening", {})),
             plan=build(PlanSettings, d.get("plan", {})),
             training=build(TrainingSettings, d.get("training", {})),
+            evaluation=build(EvaluationSettings, d.get("evaluation", {})),
         )
 
     def save(self) -> Path:

@@ -49,11 +49,13 @@ def binary_splice_metrics(y_splice: np.ndarray, p_splice: np.ndarray, threshold:
 
 
 def evaluate(y: np.ndarray, proba: np.ndarray, gene_idx: np.ndarray,
-             base: np.ndarray | None = None, threshold: float = 0.5) -> dict[str, Any]:
+             base: np.ndarray | None = None, threshold: float = 0.5,
+             base_threshold: float | None = None) -> dict[str, Any]:
     """All DESIGN §5 metrics for 3-class probabilities ``proba`` (n×3, neither/donor/acceptor).
 
-    ``base``: the base model's scores (n×3) for the base-vs-meta splice comparison, both at the
-    same ``threshold`` on splice probability (donor + acceptor)."""
+    ``base``: the base model's scores (n×3) for the base-vs-meta splice comparison on splice
+    probability (donor + acceptor): the meta model at ``threshold``, the base model at
+    ``base_threshold`` (default: the same threshold)."""
     y = np.asarray(y, dtype=np.int64)
     pred = proba.argmax(axis=1)
     out: dict[str, Any] = {"rows": int(len(y)), "genes": int(len(np.unique(gene_idx)))}
@@ -74,7 +76,8 @@ def evaluate(y: np.ndarray, proba: np.ndarray, gene_idx: np.ndarray,
     meta = binary_splice_metrics(y_splice, proba[:, 1] + proba[:, 2], threshold)
     out.update({f"splice_{k}": v for k, v in meta.items()})
     if base is not None and np.isfinite(base).all():
-        b = binary_splice_metrics(y_splice, base[:, 1] + base[:, 2], threshold)
+        b = binary_splice_metrics(y_splice, base[:, 1] + base[:, 2],
+                                  threshold if base_threshold is None else base_threshold)
         out.update({f"base_splice_{k}": v for k, v in b.items()})
         out["delta_fp"] = meta["fp"] - b["fp"]
         out["delta_fn"] = meta["fn"] - b["fn"]

@@ -113,6 +113,7 @@ def test_cli_train_then_predict_round_trip(tiny_dataset, tmp_path):
     r = subprocess.run(cli + args, capture_output=True, text=True, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "out-of-fold" in r.stdout and "trained" in r.stdout
+    assert "holdout evaluation, base vs meta" in r.stdout and "consolidated" in r.stdout  # evaluation step
     r2 = subprocess.run(cli + args, capture_output=True, text=True, env=env, cwd=REPO)
     assert r2.returncode == 0 and "nothing to retrain" in r2.stdout and "trained 0 instance(s)" in r2.stdout
     src = next((tiny_dataset / "master").glob("*.parquet"))
