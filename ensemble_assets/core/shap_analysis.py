@@ -680,5 +680,8 @@ def run_ensemble_shap(cfg: Any, settings: ShapSettings, recompute: bool = False,
     from .pipeline import paths
 
     p = shap_paths(cfg)
+    if not (paths(cfg)["consolidated"] / "manifest.json").is_file():
+        raise FileNotFoundError(f"no consolidated model at {paths(cfg)['consolidated']}: materialize "
+                                "consolidated_model first")
     return compute_ensemble_shap(paths(cfg)["consolidated"], p["ensemble"], settings, cache_dir=p["instances"],
                                  recompute=recompute, log=log)
