@@ -310,7 +310,7 @@ def explain_sample(model: Any, sample: ShapSample, settings: ShapSettings, log: 
         mean_abs[c] = np.abs(phi).mean(axis=0, dtype=np.float64) if n else 0.0
         mean[c] = phi.mean(axis=0, dtype=np.float64) if n else 0.0
         bias.append(float(contribs[0, F]) if n else 0.0)
-        top = np.argsort(-mean_abs[c], kind="stable")[:settings.beeswarm_features]
+        top = [j for j in np.argsort(-mean_abs[c], kind="stable")[:settings.beeswarm_features] if mean_abs[c, j] > 0]
         for j in top:
             bees["class"] += [cname] * n
             bees["feature"] += [sample.features[j]] * n

@@ -70,7 +70,11 @@ def plot_beeswarm(path: Path, result: "InstanceShap", cname: str, max_display: i
 
     t = result.beeswarm.filter(pc.equal(result.beeswarm.column("class"), cname))
     feats = list(dict.fromkeys(t.column("feature").to_pylist()))
-    n = len(t) // max(1, len(feats))
+    if not feats:  # a booster without a single split
+        fig = _figure(6, 1.5)
+        fig.text(0.5, 0.5, f"the {cname} model of instance {result.key} uses no feature", ha="center")
+        return _save(fig, path)
+    n = len(t) // len(feats)
     values = t.column("shap").to_numpy().reshape(len(feats), n).T
     data = t.column("value").to_numpy().reshape(len(feats), n).T
     exp = shap.Explanation(values=values, data=data, feature_names=feats)
