@@ -453,29 +453,39 @@ def _ranks(v: np.ndarray) -> np.ndarray:
     return rankdata(v, axis=-1)
 
 
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / den) if den > 0 else None
+
+
 def rank_agreement(agg: EnsembleShap, top_n: int = 20) -> pa.Table:
-    """Spearman correlation of the instances' importances (over the union of features) and the
-    overlap of their top-N features, for every pair of instances, per class and for the mean."""
-    rows: dict[str, list] = {"scope": [], "instance_a": [], "instance_b": [], "spearman": [], "top_n_overlap": []}
+    """For every pair of instances, per class and for the mean over classes: the Spearman
+    correlation of their importances over the union of features (``spearman``), the same over
+    the union of the two instances' top-N features only (``spearman_top``: the long tail of
+    near-zero k-mers does not dominate it) and the overlap of their top-N features."""
+    rows: dict[str, list] = {"scope": [], "instance_a": [], "instance_b": [], "spearman": [],
+                             "spearman_top": [], "top_n_overlap": []}
     views = {c: agg.per_instance[:, j, :] for j, c in enumerate(CLASSES)}
     views["ensemble"] = agg.per_instance.mean(axis=1)
     I = len(agg.keys)
     for scope, V in views.items():
-        R = _ranks(V)
-        tops = [set(np.argsort(-V[i], kind="stable")[:top_n].tolist()) for i in range(I)]
+        tops = [np.argsort(-V[i], kind="stable")[:top_n] for i in range(I)]
         for a in range(I):
             for b in range(a + 1, I):
-                ra, rb = R[a] - R[a].mean(), R[b] - R[b].mean()
-                den = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+                both = np.union1d(tops[a], tops[b])
                 rows["scope"].append(scope)
                 rows["instance_a"].append(agg.keys[a])
                 rows["instance_b"].append(agg.keys[b])
-                rows["spearman"].append(float((ra * rb).sum() / den) if den > 0 else None)
-                rows["top_n_overlap"].append(len(tops[a] & tops[b]) / max(1, min(top_n, V.shape[1])))
+                rows["spearman"].append(_spearman(V[a], V[b]))
+                rows["spearman_top"].append(_spearman(V[a, both], V[b, both]))
+                rows["top_n_overlap"].append(len(np.intersect1d(tops[a], tops[b])) / max(1, min(top_n, V.shape[1])))
     return pa.table({"scope": pa.array(rows["scope"], pa.string()),
                      "instance_a": pa.array(rows["instance_a"], pa.string()),
                      "instance_b": pa.array(rows["instance_b"], pa.string()),
                      "spearman": pa.array(rows["spearman"], pa.float64()),
+                     "spearman_top": pa.array(rows["spearman_top"], pa.float64()),
                      "top_n_overlap": pa.array(rows["top_n_overlap"], pa.float64())})
 
 
@@ -569,9 +579,11 @@ def summarize(agg: EnsembleShap, results: Mapping[str, InstanceShap], agreement:
     agree = {}
     for scope in [*CLASSES, "ensemble"]:
         sp = [r["spearman"] for r in ag if r["scope"] == scope and r["spearman"] is not None]
+        st = [r["spearman_top"] for r in ag if r["scope"] == scope and r["spearman_top"] is not None]
         ov = [r["top_n_overlap"] for r in ag if r["scope"] == scope]
         agree[scope] = {"spearman_mean": float(np.mean(sp)) if sp else None,
                         "spearman_min": float(np.min(sp)) if sp else None,
+                        f"spearman_top_{n}_mean": float(np.mean(st)) if st else None,
                         f"top_{n}_overlap_mean": float(np.mean(ov)) if ov else None}
     ty = {r["group"]: r for r in types.to_pylist()}
     return {

@@ -82,7 +82,9 @@ def plot_beeswarm(path: Path, result: "InstanceShap", cname: str, max_display: i
     ax = fig.subplots()
     shap.plots.beeswarm(exp, max_display=max_display, ax=ax, show=False, plot_size=None,
                         group_remaining_features=False)
-    ax.set_title(f"{cname} model of instance {result.key}: SHAP values of {n} out-of-fold rows")
+    ax.set_title(f"{cname} model of instance {result.key}\n{n} out-of-fold rows, top {len(feats)} features",
+                 fontsize=10)
+    ax.set_xlabel("SHAP value (contribution to the log-odds margin)")
     return _save(fig, path)
 
 

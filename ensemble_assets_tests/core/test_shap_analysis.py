@@ -146,6 +146,10 @@ def test_rank_agreement_and_feature_type_breakdown():
     assert ag[("donor", "A", "B")]["spearman"] == pytest.approx(1.0)
     assert ag[("donor", "A", "C")]["spearman"] == pytest.approx(-1.0)
     assert ag[("ensemble", "A", "B")]["top_n_overlap"] == 1.0 and ag[("ensemble", "A", "C")]["top_n_overlap"] == 0.0
+    # agreeing on the top features but not on the tail: spearman_top sees only the top
+    d = _result("D", feats, [[2, 1, 3, 4]] * 3)
+    ag2 = rank_agreement(aggregate({"A": a, "D": d}, {"A": 1, "D": 1}), top_n=2).to_pylist()[0]
+    assert ag2["spearman"] == pytest.approx(0.8) and ag2["spearman_top"] == pytest.approx(1.0)
     types = {r["group"]: r for r in feature_type_table(agg).to_pylist()}
     assert set(types) == {"3-mer", "5-mer", "base_score", "sequence", "k-mer (all)", "non-k-mer (all)"}
     total = agg.ensemble.sum()
