@@ -94,6 +94,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not ok:
         print("consolidation failed:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
+    if not args.skip_shap:  # SHAP of every instance, then of the ensemble (reused while unchanged)
+        from .assets.shap import ensemble_shap, instance_shap
+        from .core.io import read_json
+        from .core.shap_analysis import shap_paths
+
+        runs = [materialize(cfg, instance, [instance_shap], partition_key=key) for key in keys]
+        runs += [materialize(cfg, instance, [ensemble_shap])] if all(ok for ok, _ in runs) else []
+        if not all(ok for ok, _ in runs):
+            errors = [e for _, errs in runs for e in errs]
+            print("SHAP analysis failed (the model is fine):\n  " + "\n  ".join(errors), file=sys.stderr)
+            return 1
+        top = read_json(shap_paths(cfg)["ensemble"] / "shap_analysis_summary.json")["top_features"]
+        for c in ("donor", "acceptor"):
+            print(f"top {c} features (SHAP): {', '.join(t['feature'] for t in top[c][:5])}")
     print(f"\ntrained {len(todo)} instance(s); consolidated model: {pipeline.paths(cfg)['consolidated']}")
     return _evaluate(cfg, instance)
 
@@ -167,6 +181,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="XGBoost threads (0: all cores)")
     t.add_argument("--exclude", nargs="*", help="feature columns to exclude")
     t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--skip-shap", action="store_true", help="do not materialize instance_shap / ensemble_shap")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("predict", help="predict with a model directory")

@@ -4,12 +4,14 @@ import dagster as dg
 
 from .assets import consolidated_model, feature_screening, gene_inventory, instance_model, training_plan
 from .assets import evaluation_assets
+from .assets.shap import ensemble_shap, instance_shap
 from .checks import all_checks
 from .jobs import all_jobs
 from .resources import EnsembleResource
 
 all_assets = [gene_inventory, feature_screening, training_plan, instance_model, consolidated_model]
 all_assets += evaluation_assets
+all_assets += [instance_shap, ensemble_shap]
 
 defs = dg.Definitions(
     assets=all_assets,
