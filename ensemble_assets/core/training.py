@@ -37,7 +37,7 @@ MODEL_FORMAT = "ensemble_assets.model"
 MODEL_FORMAT_VERSION = 2
 READABLE_FORMAT_VERSIONS = (1, 2)
 DEFAULT_INSTANCE_KIND = "xgboost_ovr"
-# the instance kinds (also the manifest's ``model_type``); instance_kinds.KINDS implements them
+# the instance kinds (also the manifest's ``model_type``); instance_kinds.get_kind implements them
 INSTANCE_KINDS: tuple[str, ...] = (
     "xgboost_ovr",                              # three one-vs-rest binary:logistic boosters
     "xgboost_softprob",                         # one multi:softprob booster, num_class=3
@@ -418,7 +418,7 @@ def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[
             "feature_names": list(features), "fill_values": {f: float(fill[f]) for f in features},
             **model_fields,
             "calibrators": calibrators, "calibration": settings.calibration,
-            "best_iterations": best_iters, "settings": asdict(settings),
+            "best_iterations": best_iters, "settings": {**asdict(settings), "estimator_params": settings.estimator_kwargs},
             "settings_signature": settings.signature(),
             "gene_subset_hash": sha256_text("\n".join(data.genes.tolist())),
             "n_genes": n_genes, "n_rows": n, "n_features": len(features),
