@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .core.config import DEMO_GENES_PER_INSTANCE, REPO_ROOT, PlatformConfig, default_data_root
+from .core.training import DEFAULT_INSTANCE_KIND, INSTANCE_KINDS, TrainingSettings
 
 
 def _instance():
@@ -33,8 +34,24 @@ def build_config(args: argparse.Namespace) -> PlatformConfig:
                    seed=args.seed)
     training = replace(base.training, n_folds=args.n_folds, n_estimators=args.n_estimators,
                        device=args.device, calibration=args.calibration, nthread=args.threads, seed=args.seed)
+    training = replace(training, instance_kind=args.instance_kind, max_sample_rows=args.max_sample_rows,
+                       estimator_params=_json_object(args.estimator_params, "--estimator-params"))
     screening = replace(base.screening, exclude=tuple(args.exclude or ()), seed=args.seed)
     return replace(base, dataset=dataset, plan=plan, training=training, screening=screening)
+
+
+def _json_object(text: str | None, flag: str) -> dict:
+    import json
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag}: not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag}: expected a JSON object such as '{{\"max_iter\": 200}}', got {text!r}")
+    return value
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -182,6 +199,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--exclude", nargs="*", help="feature columns to exclude")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--skip-shap", action="store_true", help="do not materialize instance_shap / ensemble_shap")
+    t.add_argument("--instance-kind", default=DEFAULT_INSTANCE_KIND, choices=INSTANCE_KINDS,
+                   help="model of each instance (part of the partition key: changing it retrains)")
+    t.add_argument("--estimator-params", default=None,
+                   help="scikit-learn kinds: estimator parameters as a JSON object, e.g. '{\"max_iter\": 200}'")
+    t.add_argument("--max-sample-rows", type=int, default=TrainingSettings.max_sample_rows,
+                   help="scikit-learn kinds: row cap of the gene-aware training sample (whole genes, seeded)")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("predict", help="predict with a model directory")

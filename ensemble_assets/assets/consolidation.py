@@ -15,7 +15,8 @@ class ConsolidationConfig(dg.Config):
 
 @dg.asset(
     group_name="ensemble", kinds={"xgboost", "json"}, owners=OWNERS, code_version="1", deps=[instance_model],
-    description="All instances of the current plan, weighted by out-of-fold macro F1 and aligned by feature "
+    description="All instances of the current plan (of any instance kind: the calibrated probabilities are "
+                "averaged), weighted by out-of-fold macro F1 and aligned by feature "
                 "name, behind one predict_proba/predict interface. Refuses to build while gene coverage is "
                 "below 100% (naming the missing partitions) unless allow_partial is set.",
 )
@@ -33,5 +34,6 @@ def consolidated_model(context: dg.AssetExecutionContext, ensemble: EnsembleReso
         "missing_partitions": dg.MetadataValue.json(m["missing_partitions"]),
         "holdout_genes": len(m["holdout_genes"]), "features_union": m["n_features_union"],
         "weighting": m["weighting"],
-        "members": md_table(m["members"], ["partition_key", "oof_macro_f1", "weight"]),
+        "model_types": dg.MetadataValue.json(m.get("model_types", [])),
+        "members": md_table(m["members"], ["partition_key", "model_type", "oof_macro_f1", "weight"]),
     })

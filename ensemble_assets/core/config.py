@@ -59,7 +59,9 @@ class PlatformConfig:
         return self.artifacts / "instances" / safe_component(key)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["training"]["estimator_params"] = dict(self.training.estimator_params)  # a JSON object
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PlatformConfig":

@@ -1,7 +1,9 @@
-"""Model artifacts: one loader and one prediction interface for an instance or an ensemble.
+"""Model artifacts: one loader and one prediction interface for an instance of any kind, an
+ensemble, or a mixed ensemble (instances of several kinds).
 
-A model directory holds XGBoost's own ``.ubj`` files and a ``manifest.json`` (feature names,
-classes, fill values, calibrators, metrics, and the SHA-256 of every file). No pickle.
+A model directory holds the kind's model files (XGBoost's own ``.ubj``; plain arrays in ``.npz``
+for scikit-learn kinds) and a ``manifest.json`` (model type, feature names, classes, fill
+values, calibrators, metrics, and the SHA-256 of every file). No pickle.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .calibration import calibrate_proba
 from .dataset import to_feature_matrix
 from .io import atomic_directory, read_json, sha256_file, write_json
 from .schema import CLASSES, is_kmer
-from .training import MODEL_FORMAT, MODEL_FORMAT_VERSION
+from .training import MODEL_FORMAT, MODEL_FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 
 
 class ModelError(ValueError):
@@ -71,20 +73,22 @@ class _Classifier:
 
 
 class InstanceModel(_Classifier):
-    """Three one-vs-rest boosters with per-class calibration."""
+    """One instance of any kind (``model_type``): the kind's raw n×3 probabilities, then the
+    per-class calibration fitted on its out-of-fold predictions."""
 
     def __init__(self, path: str | Path, manifest: dict[str, Any]):
-        import xgboost as xgb
+        from .instance_kinds import ModelLoadError, get_kind
 
         self.path = Path(path)
         self.manifest = manifest
+        self.model_type: str = manifest["model_type"]
         self.features: list[str] = manifest["feature_names"]
         self.fill: dict[str, float] = manifest["fill_values"]
-        self.boosters = []
-        for c in CLASSES:
-            b = xgb.Booster()
-            b.load_model(str(self.path / manifest["boosters"][c]))
-            self.boosters.append(b)
+        try:
+            self.predictor = get_kind(self.model_type).load_predictor(self.path, manifest)
+        except ModelLoadError as exc:
+            raise ModelError(str(exc)) from exc
+        self.boosters = getattr(self.predictor, "boosters", [])   # XGBoost kinds
         self.calibrators = manifest["calibrators"]
 
     total_instances = 1
@@ -93,7 +97,7 @@ class InstanceModel(_Classifier):
         return list(self.features)
 
     def raw_proba(self, Xm: np.ndarray) -> np.ndarray:
-        return np.column_stack([b.inplace_predict(Xm) for b in self.boosters]).astype(np.float64)
+        return self.predictor.raw_proba(Xm)
 
     def predict_proba_aligned(self, Xm: np.ndarray) -> np.ndarray:
         return calibrate_proba(self.calibrators, self.raw_proba(Xm))
@@ -164,9 +168,21 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise ModelError(f"{mf} is not valid JSON ({exc})") from exc
     if manifest.get("format") != MODEL_FORMAT:
         raise ModelError(f"{mf}: unknown model format {manifest.get('format')!r}")
-    if manifest.get("format_version") != MODEL_FORMAT_VERSION:
-        raise ModelError(f"{mf}: model format version {manifest.get('format_version')} is not supported "
-                         f"by this release (reads version {MODEL_FORMAT_VERSION}); retrain or use a matching release")
+    version = manifest.get("format_version")
+    if version not in READABLE_FORMAT_VERSIONS:
+        newer = isinstance(version, int) and version > MODEL_FORMAT_VERSION
+        raise ModelError(
+            f"{mf}: model format version {version!r} is not supported by this release, which reads versions "
+            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}; "
+            + ("it was written by a newer release: upgrade ensemble_assets to load it" if newer
+               else "retrain the model with this release"))
+    if manifest.get("kind") == "instance":
+        if version == 1:   # version 1 only knew three one-vs-rest boosters
+            manifest.setdefault("model_type", "xgboost_ovr")
+            if manifest["model_type"] != "xgboost_ovr":
+                raise ModelError(f"{mf}: format version 1 has no model type {manifest['model_type']!r}")
+        if "model_type" not in manifest:
+            raise ModelError(f"{mf}: an instance manifest of format version {version} needs 'model_type'")
     _verify(path, manifest)
     return manifest
 
@@ -192,7 +208,8 @@ def consolidate(instance_dirs: dict[str, Path], out_dir: str | Path, holdout_gen
     for key, d in sorted(instance_dirs.items()):
         manifests[key] = _read_manifest(Path(d))
         f1 = manifests[key]["metrics"]["oof"]["macro_f1"] or 0.0
-        members.append({"partition_key": key, "path": f"instances/{key}", "oof_macro_f1": f1})
+        members.append({"partition_key": key, "path": f"instances/{key}", "oof_macro_f1": f1,
+                        "model_type": manifests[key]["model_type"]})
     total = sum(m["oof_macro_f1"] for m in members)
     for m in members:
         m["weight"] = (m["oof_macro_f1"] / total) if total > 0 else 1.0 / len(members)
@@ -210,6 +227,7 @@ def consolidate(instance_dirs: dict[str, Path], out_dir: str | Path, holdout_gen
             "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "kind": "ensemble",
             "classes": list(CLASSES), "members": members, "n_features_union": len(feature_union),
             "weighting": "out-of-fold macro F1, normalised to sum to 1",
+            "model_types": sorted({m["model_type"] for m in members}),
             "holdout_genes": list(holdout_genes), "files": files, **(extra or {}),
         }
         write_json(tmp / "manifest.json", manifest)

@@ -1,9 +1,16 @@
-"""One instance: gene-aware CV, three one-vs-rest XGBoost boosters, calibration, metrics.
+"""One instance: gene-aware CV, a model of the configured kind, calibration, metrics.
 
-One quantized matrix per instance serves every fold and class: the rows are streamed once per
-XGBoost pass from Parquet into a ``QuantileDMatrix``; folds are expressed as zero weights on
-the genes a fold model must not learn from, and early stopping reads the log loss of the
-fold's validation genes from XGBoost's own prediction cache (no second matrix, no re-predict).
+``train_instance`` is the one code path for every instance kind (``INSTANCE_KINDS``): it assigns
+the gene folds and the early-stopping genes, runs the kind's fold fits, cross-fits the per-class
+calibration on the out-of-fold predictions, computes the metrics and writes the artifacts. A
+kind (``instance_kinds.py``) only loads its matrix, fits one fold, fits the final model, and
+saves/loads its predictor.
+
+For the XGBoost kinds, one quantized matrix per instance serves every fold and class: the rows
+are streamed once per XGBoost pass from Parquet into a ``QuantileDMatrix``; folds are expressed
+as zero weights on the genes a fold model must not learn from, and early stopping reads the log
+loss of the fold's validation genes from XGBoost's own prediction cache (no second matrix, no
+re-predict).
 """
 
 from __future__ import annotations
@@ -22,10 +29,24 @@ from .calibration import calibrate_proba, fit_calibrator
 from .dataset import DatasetError, ParquetDataset, RowBatch, iter_subset_batches
 from .io import atomic_directory, sha256_file, sha256_text, write_json, write_parquet
 from .metrics import evaluate
-from .schema import CLASSES
+from .schema import CLASSES, ID_COLUMNS, LEAKAGE_COLUMNS, NON_FEATURE_BY_DEFAULT
 
 MODEL_FORMAT = "ensemble_assets.model"
-MODEL_FORMAT_VERSION = 1
+# 2: instance kinds (``model_type`` other than xgboost_ovr). Version 1 manifests (always
+# xgboost_ovr, same fields) are still read: READABLE_FORMAT_VERSIONS.
+MODEL_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
+DEFAULT_INSTANCE_KIND = "xgboost_ovr"
+# the instance kinds (also the manifest's ``model_type``); instance_kinds.get_kind implements them
+INSTANCE_KINDS: tuple[str, ...] = (
+    "xgboost_ovr",                              # three one-vs-rest binary:logistic boosters
+    "xgboost_softprob",                         # one multi:softprob booster, num_class=3
+    "sklearn:HistGradientBoostingClassifier",   # bounded gene sample, exported trees
+    "sklearn:MLPClassifier",                    # StandardScaler → MLP, bounded gene sample
+)
+# settings that only exist for non-default kinds: left out of the default kind's signature, so
+# the partition keys of xgboost_ovr instances are those of format version 1
+_KIND_FIELDS = ("instance_kind", "estimator_params", "max_sample_rows")
 OOF_SCOPE = ("out-of-fold: every row is predicted by a fold model that never trained on its gene; "
              "calibrated probabilities are cross-fitted (calibrator of each fold fitted on the other folds)")
 
@@ -48,13 +69,60 @@ class TrainingSettings:
     nthread: int = 0                   # 0 → all cores
     device: str = "cpu"                # cpu | cuda
     batch_rows: int = 32_768
+    instance_kind: str = DEFAULT_INSTANCE_KIND   # one of INSTANCE_KINDS
+    # scikit-learn kinds: constructor parameters of the estimator (a JSON object; stored as sorted
+    # (name, value) pairs), and the row cap of the gene-aware training sample
+    estimator_params: tuple[tuple[str, Any], ...] = ()
+    max_sample_rows: int = 150_000
+
+    def __post_init__(self) -> None:
+        if self.instance_kind not in INSTANCE_KINDS:
+            raise ValueError(f"unknown instance_kind {self.instance_kind!r}; known kinds: {', '.join(INSTANCE_KINDS)}")
+        params = _canonical_params(self.estimator_params)
+        object.__setattr__(self, "estimator_params", params)
+        if params and not self.instance_kind.startswith("sklearn:"):
+            raise ValueError(f"estimator_params apply to the scikit-learn kinds only, not to {self.instance_kind!r}")
+        if self.max_sample_rows < 1:
+            raise ValueError(f"max_sample_rows={self.max_sample_rows} must be at least 1")
+
+    @property
+    def estimator_kwargs(self) -> dict[str, Any]:
+        return dict(self.estimator_params)
 
     def signature(self) -> str:
-        """Hash of everything that changes the trained model (not threads or batch size)."""
+        """Hash of everything that changes the trained model (not threads or batch size). The
+        instance kind is part of it (a kind's own settings too), so changing it retrains."""
         d = asdict(self)
         for k in ("nthread", "batch_rows", "device"):
             d.pop(k)
+        if self.instance_kind == DEFAULT_INSTANCE_KIND:
+            for k in _KIND_FIELDS:
+                d.pop(k)
+        elif not self.instance_kind.startswith("sklearn:"):
+            d.pop("estimator_params")
+            d.pop("max_sample_rows")
         return sha256_text(repr(sorted(d.items())))[:12]
+
+
+def _canonical_params(params: Any) -> tuple[tuple[str, Any], ...]:
+    """Estimator parameters as sorted (name, value) pairs, lists as tuples: a JSON object, a
+    list of pairs (a JSON round trip) and the pairs themselves all give the same value."""
+    def freeze(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return tuple(freeze(x) for x in v)
+        if isinstance(v, dict):
+            raise ValueError(f"estimator parameter values must be numbers, strings, booleans or lists, not {v!r}")
+        return v
+
+    if isinstance(params, dict):
+        items = params.items()
+    else:
+        items = []
+        for pair in params or ():
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)):
+                raise ValueError(f"estimator_params must be a JSON object of name → value, got the item {pair!r}")
+            items.append((pair[0], pair[1]))
+    return tuple(sorted((str(k), freeze(v)) for k, v in items))
 
 
 def xgb_params(s: TrainingSettings) -> dict[str, Any]:
@@ -145,6 +213,18 @@ class _BatchIter:
         return Impl(*a, **kw)
 
 
+def gather_rows(parts: Mapping[str, list[np.ndarray]], gene_arr: np.ndarray, ds: ParquetDataset) -> dict[str, np.ndarray]:
+    """Concatenate the per-batch side arrays of a subset; every gene must have rows."""
+    if not parts["label"]:
+        raise DatasetError(f"no rows in {ds.root} for the {len(gene_arr)} genes of this subset")
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    missing = np.setdiff1d(np.arange(len(gene_arr)), np.unique(cat["gene_idx"]))
+    if len(missing):
+        raise DatasetError(f"{len(missing)} gene(s) of the subset have no rows in {ds.root}, e.g. "
+                           f"{', '.join(map(str, gene_arr[missing[:5]]))}")
+    return cat
+
+
 def load_subset(ds: ParquetDataset, genes: Sequence[str], features: Sequence[str], fill: Mapping[str, float],
                 settings: TrainingSettings, ref: Any = None) -> SubsetData:
     import xgboost as xgb
@@ -153,13 +233,7 @@ def load_subset(ds: ParquetDataset, genes: Sequence[str], features: Sequence[str
     it = _BatchIter(lambda: iter_subset_batches(ds, gene_arr.tolist(), features, fill, settings.batch_rows),
                     gene_arr, list(features))
     dm = xgb.QuantileDMatrix(it, max_bin=settings.max_bin, nthread=settings.nthread or None, ref=ref)
-    if not it.parts["label"]:
-        raise DatasetError(f"no rows in {ds.root} for the {len(gene_arr)} genes of this subset")
-    cat = {k: np.concatenate(v) for k, v in it.parts.items()}
-    missing = np.setdiff1d(np.arange(len(gene_arr)), np.unique(cat["gene_idx"]))
-    if len(missing):
-        raise DatasetError(f"{len(missing)} gene(s) of the subset have no rows in {ds.root}, e.g. "
-                           f"{', '.join(map(str, gene_arr[missing[:5]]))}")
+    cat = gather_rows(it.parts, gene_arr, ds)
     return SubsetData(dm, cat["label"], cat["gene_idx"], cat["position"], cat["base"], gene_arr)
 
 
@@ -168,81 +242,131 @@ def _logloss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
+def _mlogloss(p: np.ndarray, y: np.ndarray) -> float:
+    """Multi-class log loss of n×3 probabilities ``p`` and integer labels ``y``."""
+    p = np.clip(np.asarray(p, dtype=np.float64)[np.arange(len(y)), np.asarray(y, dtype=np.int64)], 1e-7, 1.0)
+    return float(-np.mean(np.log(p)))
+
+
 def peak_rss_bytes() -> int:
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[str], fill: Mapping[str, float],
-                   settings: TrainingSettings, out_dir: str | Path, partition_key: str = "single",
-                   log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    """Train one complete instance and write it atomically to ``out_dir``; return its manifest."""
-    import xgboost as xgb
+@dataclass(frozen=True)
+class FoldSplit:
+    """Row indices of one fold: the fold model learns from ``train``, stops early on ``val``
+    (held-back genes of the training fold) and predicts ``oof`` (the fold's genes)."""
 
-    t0 = time.perf_counter()
-    data = load_subset(ds, genes, features, fill, settings)
-    t_load = time.perf_counter() - t0
-    n, n_genes = len(data.label), len(data.genes)
-    log(f"loaded {n} rows of {n_genes} genes × {len(features)} features in {t_load:.1f}s")
+    k: int
+    train: np.ndarray
+    val: np.ndarray
+    oof: np.ndarray
+    n_rows: int
+
+    def train_weight(self) -> np.ndarray:
+        w = np.zeros(self.n_rows, dtype=np.float32)
+        w[self.train] = 1.0
+        return w
+
+
+@dataclass
+class FoldFit:
+    """What a kind returns for one fold. ``oof_raw``: raw n_oof×3 probabilities of the fold's
+    rows (NaN rows are filled by the kind's ``finish_oof``); ``best_iteration``: per model
+    output (a class for one-vs-rest, ``multiclass`` otherwise), the best round/epoch (0-based);
+    ``curves``: learning-curve rows (``CURVE_COLUMNS``; log loss, multi-class for single models)."""
+
+    oof_raw: np.ndarray
+    best_iteration: dict[str, int]
+    curves: dict[str, list]
+    model: Any = None     # the fold model, for kinds that predict some out-of-fold rows later
+    val_genes: np.ndarray | None = None   # gene indices early stopping used, if not the split's
+
+
+CURVE_COLUMNS = ("class", "fold", "train_logloss", "val_logloss")   # + iteration, numbered per run
+
+
+def new_curves() -> dict[str, list]:
+    return {c: [] for c in CURVE_COLUMNS}
+
+
+def fold_splits(data: Any, settings: TrainingSettings) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[FoldSplit]]:
+    """Gene folds (``assign_folds``) and, inside each training fold, the early-stopping genes.
+    Returns (fold of each gene, fold of each row, early-stopping genes per fold, splits)."""
+    n_genes, n = len(data.genes), len(data.label)
     counts = np.zeros((n_genes, 3), dtype=np.int64)
     np.add.at(counts, (data.gene_idx, data.label.astype(np.int64)), 1)
     fold_of_gene = assign_folds(counts, settings.n_folds, settings.seed)
     fold = fold_of_gene[data.gene_idx]
     rng = np.random.default_rng(settings.seed)
     val_genes: list[np.ndarray] = []
+    splits = []
     for k in range(settings.n_folds):
         train_genes = np.flatnonzero(fold_of_gene != k)
         n_val = max(1, int(round(len(train_genes) * settings.validation_fraction)))
         val_genes.append(np.sort(rng.choice(train_genes, size=n_val, replace=False)))
-    params = xgb_params(settings)
-    raw_oof = np.zeros((n, 3), dtype=np.float64)
-    curves: dict[str, list] = {"class": [], "fold": [], "train_logloss": [], "val_logloss": []}
-    best_iters: dict[str, list[int]] = {c: [] for c in CLASSES}
-    boosters: dict[str, Any] = {}
-    xgb_seconds = 0.0
-    dm = data.dmatrix
-    for c, cname in enumerate(CLASSES):
-        y = (data.label == c).astype(np.float32)
-        dm.set_label(y)
-        for k in range(settings.n_folds):
-            is_val = np.isin(data.gene_idx, val_genes[k])
-            is_oof = fold == k
-            is_train = ~is_oof & ~is_val
-            val_idx, train_idx, oof_idx = np.flatnonzero(is_val), np.flatnonzero(is_train), np.flatnonzero(is_oof)
-            dm.set_weight(is_train.astype(np.float32))
-            yv, yt = y[val_idx], y[train_idx]
-            state = {"best": np.inf, "pred": None}
+        is_val = np.isin(data.gene_idx, val_genes[k])
+        is_oof = fold == k
+        splits.append(FoldSplit(k, np.flatnonzero(~is_oof & ~is_val), np.flatnonzero(is_val),
+                                np.flatnonzero(is_oof), n))
+    return fold_of_gene, fold, val_genes, splits
 
-            def metric(predt: np.ndarray, _dm: Any) -> tuple[str, float]:
-                vl = _logloss(predt[val_idx], yv)
-                curves["class"].append(cname)
-                curves["fold"].append(k)
-                curves["train_logloss"].append(_logloss(predt[train_idx], yt))
-                curves["val_logloss"].append(vl)
-                if vl < state["best"]:
-                    state["best"], state["pred"] = vl, predt[oof_idx].copy()
-                return "val_logloss", vl
 
-            t = time.perf_counter()
-            bst = xgb.train(params, dm, num_boost_round=settings.n_estimators, evals=[(dm, "subset")],
-                            custom_metric=metric, early_stopping_rounds=settings.early_stopping_rounds,
-                            verbose_eval=False)
-            xgb_seconds += time.perf_counter() - t
-            best_iters[cname].append(int(bst.best_iteration))
-            raw_oof[oof_idx, c] = state["pred"]
-        n_final = max(1, int(round(float(np.mean(np.asarray(best_iters[cname]) + 1)))))
-        dm.set_weight(np.ones(n, dtype=np.float32))
+def refuse_identifier_features(features: Sequence[str]) -> None:
+    """Identifiers and label-leaking columns never enter any kind's feature matrix (screening
+    excludes them; this is the guard at the training boundary)."""
+    bad = [f for f in features if f in ID_COLUMNS or f in LEAKAGE_COLUMNS or f in NON_FEATURE_BY_DEFAULT]
+    if bad:
+        raise DatasetError(f"identifier or label-leaking column(s) passed as features: {', '.join(bad)}; "
+                           "they never enter a model (see feature_screening)")
+
+
+def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[str], fill: Mapping[str, float],
+                   settings: TrainingSettings, out_dir: str | Path, partition_key: str = "single",
+                   log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Train one complete instance of ``settings.instance_kind`` and write it atomically to
+    ``out_dir``; return its manifest."""
+    from .instance_kinds import get_kind
+
+    refuse_identifier_features(features)
+    kind = get_kind(settings.instance_kind)
+    t0 = time.perf_counter()
+    data = kind.load(ds, genes, features, fill, settings, log)
+    t_load = time.perf_counter() - t0
+    n, n_genes = len(data.label), len(data.genes)
+    log(f"{kind.model_type}: loaded {n} rows of {n_genes} genes × {len(features)} features in {t_load:.1f}s")
+    fold_of_gene, fold, val_genes, splits = fold_splits(data, settings)
+
+    raw_oof = np.full((n, 3), np.nan, dtype=np.float64)
+    curves = new_curves()
+    best_iters: dict[str, list[int]] = {}
+    fold_models: list[Any] = []
+    fit_seconds = 0.0
+    for split in splits:
         t = time.perf_counter()
-        boosters[cname] = xgb.train(params, dm, num_boost_round=n_final)
-        xgb_seconds += time.perf_counter() - t
-        log(f"{cname}: best iterations per fold {best_iters[cname]}, final model {n_final} trees")
-    # iteration numbers per (class, fold) curve
-    it_col, last = [], None
-    for cl, fo in zip(curves["class"], curves["fold"]):
-        it_col.append(0 if (cl, fo) != last else it_col[-1] + 1)
-        last = (cl, fo)
-    curves["iteration"] = it_col
+        fit = kind.fit_fold(data, split, settings)
+        fit_seconds += time.perf_counter() - t
+        raw_oof[split.oof] = fit.oof_raw
+        for name, it in fit.best_iteration.items():
+            best_iters.setdefault(name, []).append(int(it))
+        for c in CURVE_COLUMNS:
+            curves[c].extend(fit.curves[c])
+        fold_models.append(fit.model)
+        if fit.val_genes is not None:
+            val_genes[split.k] = np.sort(np.asarray(fit.val_genes))
+    t = time.perf_counter()
+    kind.finish_oof(data, fold, fold_models, raw_oof, settings)
+    fit_seconds += time.perf_counter() - t
+    if np.isnan(raw_oof).any():
+        raise RuntimeError(f"{kind.model_type}: {int(np.isnan(raw_oof).any(axis=1).sum())} row(s) got no out-of-fold prediction")
+    rounds = {name: max(1, int(round(float(np.mean(np.asarray(its) + 1))))) for name, its in best_iters.items()}
+    t = time.perf_counter()
+    final = kind.fit_final(data, rounds, settings)
+    fit_seconds += time.perf_counter() - t
+    for name, its in best_iters.items():
+        log(f"{name}: best iterations per fold {its}, final model {rounds[name]} {kind.round_unit}")
 
     # calibration: final calibrators on all out-of-fold rows; reported numbers cross-fitted
     y_all = data.label.astype(np.int64)
@@ -265,11 +389,8 @@ def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[
 
     out_dir = Path(out_dir)
     with atomic_directory(out_dir) as tmp:
-        files = {}
-        for cname, bst in boosters.items():
-            name = f"booster_{cname}.ubj"
-            bst.save_model(str(tmp / name))
-            files[name] = sha256_file(tmp / name)
+        model_fields = kind.save(final, tmp, settings)
+        files = {name: sha256_file(tmp / name) for name in model_fields.pop("model_files")}
         write_parquet(tmp / "oof_predictions.parquet", pa.table({
             "gene_id": pa.array(data.genes[data.gene_idx].tolist(), pa.string()),
             "position": data.position, "label": data.label, "fold": fold.astype(np.int16),
@@ -283,27 +404,41 @@ def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[
             "early_stopping_in_folds": [",".join(str(k) for k, vs in enumerate(val_sets) if g in vs)
                                         for g in range(n_genes)],
         }))
-        write_parquet(tmp / "learning_curves.parquet", pa.table(curves))
+        write_parquet(tmp / "learning_curves.parquet", pa.table(_with_iterations(curves)))
         for name in ("oof_predictions.parquet", "folds.parquet", "learning_curves.parquet"):
             files[name] = sha256_file(tmp / name)
+        timings = {"load_seconds": round(t_load, 3), "fit_seconds": round(fit_seconds, 3),
+                   "total_seconds": round(elapsed, 3)}
+        if kind.model_type.startswith("xgboost"):
+            timings["xgboost_train_seconds"] = round(fit_seconds, 3)
         manifest = {
             "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "kind": "instance",
-            "model_type": "xgboost_ovr", "classes": list(CLASSES), "partition_key": partition_key,
+            "model_type": kind.model_type, "tree_model": kind.tree_model,
+            "classes": list(CLASSES), "partition_key": partition_key,
             "feature_names": list(features), "fill_values": {f: float(fill[f]) for f in features},
-            "boosters": {c: f"booster_{c}.ubj" for c in CLASSES},
+            **model_fields,
             "calibrators": calibrators, "calibration": settings.calibration,
-            "n_estimators": {c: boosters[c].num_boosted_rounds() for c in CLASSES},
-            "best_iterations": best_iters, "params": xgb_params(settings), "settings": asdict(settings),
+            "best_iterations": best_iters, "settings": {**asdict(settings), "estimator_params": settings.estimator_kwargs},
             "settings_signature": settings.signature(),
             "gene_subset_hash": sha256_text("\n".join(data.genes.tolist())),
             "n_genes": n_genes, "n_rows": n, "n_features": len(features),
             "metrics_scope": OOF_SCOPE,
             "metrics": {"oof": oof_metrics, "oof_uncalibrated": oof_raw_metrics, "folds": fold_metrics},
-            "timings": {"load_seconds": round(t_load, 3), "xgboost_train_seconds": round(xgb_seconds, 3),
-                        "total_seconds": round(elapsed, 3)},
+            "timings": timings,
             "peak_rss_bytes": peak_rss_bytes(),
             "files": files,
         }
         write_json(tmp / "manifest.json", manifest)
-    log(f"instance {partition_key}: out-of-fold macro F1 {oof_metrics['macro_f1']:.4f} in {elapsed:.1f}s")
+    log(f"instance {partition_key} ({kind.model_type}): out-of-fold macro F1 {oof_metrics['macro_f1']:.4f} "
+        f"in {elapsed:.1f}s")
     return manifest
+
+
+def _with_iterations(curves: dict[str, list]) -> dict[str, list]:
+    """Fill the iteration column: the row number within each (class, fold) run."""
+    it_col: list[int] = []
+    last = None
+    for cl, fo in zip(curves["class"], curves["fold"]):
+        it_col.append(0 if (cl, fo) != last else it_col[-1] + 1)
+        last = (cl, fo)
+    return {**curves, "iteration": it_col}

@@ -1,0 +1,67 @@
+"""Every instance kind trains through the asset graph; the kind is part of the partition key."""
+
+from dataclasses import replace
+
+import dagster as dg
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from ensemble_assets.assets import consolidated_model, instance_model
+from ensemble_assets.core import pipeline
+from ensemble_assets.core.model import load_model
+from ensemble_assets.orchestration import materialize, partitions_to_train
+from ensemble_assets.partitions import gene_subsets
+from ensemble_assets_tests.conftest import make_config
+from ensemble_assets_tests.core.test_instance_kinds import kind_settings
+from ensemble_assets_tests.dagster.test_graph import PLAN, run_all
+
+
+def kind_config(tmp_path, dataset, kind, **plan):
+    cfg = make_config(tmp_path, dataset, **plan)
+    cfg = replace(cfg, training=kind_settings(kind))
+    cfg.save()
+    return cfg
+
+
+@pytest.mark.parametrize("kind", ["xgboost_softprob", "sklearn:HistGradientBoostingClassifier",
+                                  "sklearn:MLPClassifier"])
+def test_each_kind_trains_through_the_graph(tiny_dataset, tmp_path, kind):
+    cfg = kind_config(tmp_path, tiny_dataset, kind, genes_per_instance=24)
+    with dg.instance_for_test() as instance:
+        keys = run_all(cfg, instance)
+        assert len(keys) >= 2
+        for k in keys:
+            m = pipeline.instance_manifest(cfg, k)
+            assert m["model_type"] == kind and m["settings"]["instance_kind"] == kind
+            rec = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=instance_model.key, asset_partitions=[k]), limit=1).records[0]
+            assert rec.asset_materialization.metadata["model_type"].value == kind
+        model = load_model(pipeline.paths(cfg)["consolidated"])
+        assert model.total_instances == len(keys)
+        assert {m.model_type for m in model.members} == {kind}
+        table = pq.read_table(next((tiny_dataset / "master").glob("*.parquet")))
+        assert np.allclose(model.predict_proba(table).sum(axis=1), 1.0)
+        ev = instance.get_latest_materialization_event(consolidated_model.key)
+        assert ev.asset_materialization.metadata["model_types"].value == [kind]
+
+
+def test_changing_the_instance_kind_changes_every_partition_key(tiny_dataset, tmp_path):
+    cfg = kind_config(tmp_path, tiny_dataset, "xgboost_ovr", genes_per_instance=24)
+    with dg.instance_for_test() as instance:
+        ok, err = materialize(cfg, instance, PLAN)
+        assert ok, err
+        keys = instance.get_dynamic_partitions(gene_subsets.name)
+        ok, err = materialize(cfg, instance, [instance_model], partition_key=keys[0])
+        assert ok, err
+        assert partitions_to_train(instance, keys) == keys[1:]
+        cfg2 = kind_config(tmp_path, tiny_dataset, "xgboost_softprob", genes_per_instance=24)
+        ok, err = materialize(cfg2, instance, PLAN)
+        assert ok, err
+        new_keys = instance.get_dynamic_partitions(gene_subsets.name)
+        assert len(new_keys) == len(keys) and set(new_keys).isdisjoint(keys)
+        assert sorted(partitions_to_train(instance, new_keys)) == sorted(new_keys)   # retrains
+        plan = pipeline.load_plan(cfg2)
+        # the same genes, other keys: only the kind changed
+        assert sorted(tuple(s["genes"]) for s in plan["subsets"]) == sorted(
+            tuple(pipeline.subset_for_key(plan, k)["genes"]) for k in new_keys)
