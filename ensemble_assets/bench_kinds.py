@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from .core.dataset import label_codes, open_dataset
 from .core.io import read_json, safe_component, write_json
 from .core.metrics import evaluate
-from .core.schema import CLASSES, is_kmer
+from .core.schema import is_kmer
 from .core.screening import feature_columns
 from .core.training import INSTANCE_KINDS, TrainingSettings, peak_rss_bytes, train_instance
 

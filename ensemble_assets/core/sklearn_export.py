@@ -122,23 +122,27 @@ class TreeEnsemblePredictor:
         self.is_leaf, self.value = a["is_leaf"], a["value"]
         self.tree_class = a["tree_class"].astype(np.int64)
         self.baseline = a["baseline"]
-        self.max_depth = int(a["depth"].max())
         self.n_features = int(a["n_features"])
         self.n_iterations = len(self.roots) // 3
 
     def leaf_values(self, X: np.ndarray) -> np.ndarray:
-        """(rows × trees) leaf value each row reaches in each tree; X float64."""
+        """(rows × trees) leaf value each row reaches in each tree; X float64. All (row, tree)
+        paths descend together, and those that reached a leaf drop out of the working set."""
         n, T = len(X), len(self.roots)
-        idx = np.broadcast_to(self.roots, (n, T)).copy()
-        rows = np.arange(n)[:, None]
-        for _ in range(self.max_depth + 1):
-            leaf = self.is_leaf[idx]
-            if leaf.all():
+        idx = np.tile(self.roots, n)                      # (row r, tree t) at r*T + t
+        row_start = np.repeat(np.arange(n, dtype=np.int64) * X.shape[1], T)
+        flat = np.ascontiguousarray(X).ravel()
+        active = np.arange(n * T)
+        while len(active):
+            node = idx[active]
+            inner = ~self.is_leaf[node]
+            active, node = active[inner], node[inner]
+            if not len(active):
                 break
-            x = X[rows, self.feature[idx]]
-            go_left = np.where(np.isnan(x), self.missing_left[idx], x <= self.threshold[idx])
-            idx = np.where(leaf, idx, np.where(go_left, self.left[idx], self.right[idx]))
-        return self.value[idx]
+            x = flat[row_start[active] + self.feature[node]]
+            go_left = np.where(np.isnan(x), self.missing_left[node], x <= self.threshold[node])
+            idx[active] = np.where(go_left, self.left[node], self.right[node])
+        return self.value[idx].reshape(n, T)
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
