@@ -71,6 +71,13 @@ def _inventory_queries(con, ds: ParquetDataset, read: list[str]) -> pa.Table:
     if bad:
         where = ", ".join(f"{f}: {n}" for f, n in bad)
         raise DatasetError(f"column '{GENE_COLUMN}' has null or empty values ({where} rows)")
+    ctrl = con.sql(
+        f"SELECT count(*), min(CAST({g} AS VARCHAR)), min({fcol}) FROM {_source(ds)} "
+        f"WHERE regexp_matches(CAST({g} AS VARCHAR), '[[:cntrl:]]')", params=p).fetchall()[0]
+    if ctrl[0]:
+        raise DatasetError(
+            f"column '{GENE_COLUMN}' has {ctrl[0]} row(s) whose gene id contains a control character "
+            f"(newline, tab, ...), e.g. {ctrl[1]!r} in {ctrl[2]}")
     unknown = con.sql(
         f"SELECT CAST({_quote(LABEL_COLUMN)} AS VARCHAR), count(*), min({fcol}) FROM {_source(ds)} "
         f"WHERE ({LABEL_SQL}) < 0 GROUP BY 1 ORDER BY 1", params=p).fetchall()

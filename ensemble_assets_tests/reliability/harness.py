@@ -100,5 +100,12 @@ def assert_intact(root: Path, before: dict[str, str], failed: str, rows, predict
         assert np.array_equal(now[name], p), f"{name} predicts differently after the failure"
 
 
+def dagster_home(path: Path) -> Path:
+    """A fresh DAGSTER_HOME (default SQLite storage under it; telemetry off)."""
+    path.mkdir(parents=True)
+    (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return path
+
+
 def dataset_rows(dataset: Path, n: int = 300):
     return pq.read_table(sorted((Path(dataset) / "master").glob("*.parquet"))[0]).slice(0, n)

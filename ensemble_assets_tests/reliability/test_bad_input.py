@@ -117,6 +117,8 @@ REJECTED = [
          "gene_inventory", ["'splice_type'", "'1': 323 rows", "'2': 323 rows", "batch_00001.parquet"]),
     Case("null and empty gene ids", edit(F.only(0, _null_ids)),
          "gene_inventory", ["'gene_id'", "null or empty", "batch_00001.parquet: 5 rows"]),
+    Case("gene ids with control characters", edit(F.only(2, lambda t: F.rename_genes(t, {"DEMO000040": "DEMO\n40"}))),
+         "gene_inventory", ["'gene_id'", "control character", "'DEMO\\n40'", "batch_00003.parquet"]),
     Case("gene ids stored as integers", edit(lambda i, t: _gene_ids_as_numbers(t)),
          "gene_inventory", ["batch_00001.parquet", "'gene_id'", "int64", "must be strings"]),
     Case("text in a numeric column of one file", edit(F.only(1, lambda t: F.as_text(t, "donor_score"))),
