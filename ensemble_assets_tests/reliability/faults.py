@@ -18,6 +18,13 @@ import pyarrow.parquet as pq
 
 Edit = Callable[[int, pa.Table], "pa.Table | None"]
 
+# gene ids that must stay data: quotes, commas, spaces, slashes, path traversal, unicode, SQL
+HOSTILE_GENE_IDS = ["it's", 'say "hi"', "a,b;c", "two words", "../../escape", "dir/sub\\leaf", "Δ-gène_ß",
+                    "基因-1", "x'); DROP TABLE genes; --", "$files", "  padded  ", "NULL", "%s{0}", "*",
+                    ".hidden", "con"]
+# column names that must stay identifiers
+HOSTILE_COLUMNS = ["x'; DROP TABLE t; --", 'a"b', "Δscore", "select", "col with space", "$files", "a.b"]
+
 
 def master_files(dataset: Path) -> list[Path]:
     return sorted((Path(dataset) / "master").glob("*.parquet"))

@@ -27,9 +27,7 @@ from .harness import assert_intact, case_config, dataset_rows, model_predictions
 PLAN = [gene_inventory, feature_screening, training_plan]
 ALL = [*PLAN, instance_model, consolidated_model]
 
-# gene ids that must stay data: quotes, commas, spaces, slashes, path traversal, unicode, SQL
-HOSTILE = ["it's", 'say "hi"', "a,b;c", "two words", "../../escape", "dir/sub\\leaf", "Δ-gène_ß", "基因-1",
-           "x'); DROP TABLE genes; --", "$files", "  padded  ", "NULL", "%s{0}", "*", ".hidden", "con"]
+HOSTILE = F.HOSTILE_GENE_IDS
 
 
 def _run_all(cfg, instance) -> list[str]:
@@ -80,6 +78,15 @@ def test_hostile_gene_ids_train_end_to_end_and_never_become_paths(hostile):
         assert not pieces & components, f"{gid!r} became a path: {pieces & components}"
     p = load_model(pipeline.paths(cfg)["consolidated"]).predict_proba(hostile["rows"])
     assert np.allclose(p.sum(axis=1), 1.0)
+
+
+def test_dagster_stores_no_pickled_asset_output(hostile):
+    """The assets return MaterializeResult: Dagster's default IO manager, which pickles outputs,
+    never writes (so never loads) one. Its storage holds run records and logs only."""
+    storage = Path(hostile["instance"].root_directory)
+    names = {p.name for p in storage.rglob("*")}
+    assert not names & {a.key.to_user_string() for a in ALL}
+    assert not [p for p in storage.rglob("*") if p.is_file() and p.read_bytes()[:2] in (b"\x80\x04", b"\x80\x05")]
 
 
 def _latest(instance, asset) -> int | None:
