@@ -65,19 +65,20 @@ def _inventory_queries(con, ds: ParquetDataset, read: list[str]) -> pa.Table:
     computed columns get names no input column has."""
     p = {"files": ds.file_strings}
     g, fcol, lab = _quote(GENE_COLUMN), _quote(internal_name(ds, "file")), _quote(internal_name(ds, "label"))
-    bad = con.sql(
-        f"SELECT {fcol}, count(*) FROM {_source(ds)} WHERE {g} IS NULL OR trim(CAST({g} AS VARCHAR)) = '' "
-        "GROUP BY 1 ORDER BY 1", params=p).fetchall()
+    gid = f"CAST({g} AS VARCHAR)"
+    ctrl = f"regexp_matches({gid}, '[[:cntrl:]]')"
+    per_file = con.sql(  # one scan for both checks
+        f"SELECT {fcol}, count_if({g} IS NULL OR trim({gid}) = ''), count_if({ctrl}), min(CASE WHEN {ctrl} THEN {gid} END) "
+        f"FROM {_source(ds)} GROUP BY 1 ORDER BY 1", params=p).fetchall()
+    bad = [(f, n) for f, n, _, _ in per_file if n]
     if bad:
         where = ", ".join(f"{f}: {n}" for f, n in bad)
         raise DatasetError(f"column '{GENE_COLUMN}' has null or empty values ({where} rows)")
-    ctrl = con.sql(
-        f"SELECT count(*), min(CAST({g} AS VARCHAR)), min({fcol}) FROM {_source(ds)} "
-        f"WHERE regexp_matches(CAST({g} AS VARCHAR), '[[:cntrl:]]')", params=p).fetchall()[0]
-    if ctrl[0]:
+    bad = [(f, n, example) for f, _, n, example in per_file if n]
+    if bad:
         raise DatasetError(
-            f"column '{GENE_COLUMN}' has {ctrl[0]} row(s) whose gene id contains a control character "
-            f"(newline, tab, ...), e.g. {ctrl[1]!r} in {ctrl[2]}")
+            f"column '{GENE_COLUMN}' has {sum(n for _, n, _ in bad)} row(s) whose gene id contains a control "
+            f"character (newline, tab, ...), e.g. {bad[0][2]!r} in {bad[0][0]}")
     unknown = con.sql(
         f"SELECT CAST({_quote(LABEL_COLUMN)} AS VARCHAR), count(*), min({fcol}) FROM {_source(ds)} "
         f"WHERE ({LABEL_SQL}) < 0 GROUP BY 1 ORDER BY 1", params=p).fetchall()
