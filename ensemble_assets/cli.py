@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .core import pipeline
     from .orchestration import materialize, partitions_to_train
 
-    cfg = build_config(args)
+    cfg = build_config(args).validate()  # bad settings: refused before anything is read or written
     instance = _instance()
     cfg.save()
     print(f"dataset: {cfg.dataset_path}   data root: {cfg.root}")
@@ -80,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     plan = pipeline.load_plan(cfg)
     keys = [s["key"] for s in plan["subsets"]]
-    todo = partitions_to_train(instance, keys, force=args.force_retrain_all)
+    todo = partitions_to_train(instance, keys, force=args.force_retrain_all, cfg=cfg)
     print(f"plan: {plan['strategy']}, {len(keys)} instance(s) of ≤{plan['genes_per_instance']} genes, "
           f"{len(plan['holdout_genes'])} holdout genes")
     if not todo:

@@ -16,14 +16,19 @@ from .core.config import PlatformConfig
 from .resources import EnsembleResource
 
 
-def partitions_to_train(instance: dg.DagsterInstance, keys: Sequence[str], force: bool = False) -> list[str]:
-    """Keys of the plan that are missing, failed, or materialized by another code version."""
+def partitions_to_train(instance: dg.DagsterInstance, keys: Sequence[str], force: bool = False,
+                        cfg: PlatformConfig | None = None) -> list[str]:
+    """Keys of the plan that are missing, failed, or materialized by another code version; with
+    ``cfg``, also those whose model directory is gone or fails its checksums (a materialization
+    record alone never makes a damaged model count as trained)."""
+    from .core.model import model_problem
+
     if force:
         return list(keys)
     done = instance.get_materialized_partitions(instance_model.key)
     todo = []
     for k in keys:
-        if k not in done:
+        if k not in done or (cfg is not None and model_problem(cfg.instance_dir(k)) is not None):
             todo.append(k)
             continue
         recs = instance.fetch_materializations(

@@ -58,6 +58,17 @@ class PlatformConfig:
 
         return self.artifacts / "instances" / safe_component(key)
 
+    def validate(self) -> "PlatformConfig":
+        """Refuse settings that cannot make a plan or train (ValueError naming the setting), before
+        anything is read or written."""
+        self.plan.validate()
+        self.training.validate()
+        if not 0 < self.screening.correlation_threshold <= 1:
+            raise ValueError(f"correlation_threshold={self.screening.correlation_threshold} is outside (0, 1]")
+        if self.screening.sample_genes < 1:
+            raise ValueError(f"screening sample_genes={self.screening.sample_genes} must be at least 1")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["training"]["estimator_params"] = dict(self.training.estimator_params)  # a JSON object

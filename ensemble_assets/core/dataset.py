@@ -8,16 +8,21 @@ Arrow record batches, imputed and converted batch by batch to float32, and fed t
 
 from __future__ import annotations
 
+import os
+import tempfile
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .schema import BASE_SCORE_COLUMNS, GENE_COLUMN, LABEL_CODES, LABEL_COLUMN, NEITHER_ALIASES, REQUIRED_COLUMNS
+from .schema import (BASE_SCORE_COLUMNS, GENE_COLUMN, LABEL_CODES, LABEL_COLUMN, NEITHER_ALIASES, REQUIRED_COLUMNS,
+                     is_contract_numeric)
 
 
 class DatasetError(ValueError):
@@ -48,6 +53,23 @@ def _is_numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
+def _is_string(t: pa.DataType) -> bool:
+    """string, large_string, string_view, or a dictionary of strings (pandas categoricals)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _check_contract_types(f: Path, schema: pa.Schema) -> None:
+    """Types the data contract fixes: ids are strings, every numeric family is a number."""
+    gt = schema.field(GENE_COLUMN).type
+    if not (_is_string(gt) or pa.types.is_null(gt)):
+        raise DatasetError(f"{f}: column '{GENE_COLUMN}' has type {gt}; gene ids must be strings")
+    for name, typ in zip(schema.names, schema.types):
+        if is_contract_numeric(name) and not (_is_numeric(typ) or pa.types.is_null(typ)):
+            raise DatasetError(f"{f}: column '{name}' has type {typ}; the data contract requires a number")
+
+
 def open_dataset(path: str | Path) -> ParquetDataset:
     """Resolve ``path`` (a directory of Parquet files, the MetaSpliceAI ``<dataset>/master``
     layout, or one Parquet file) and validate every file's schema against the contract."""
@@ -72,14 +94,20 @@ def open_dataset(path: str | Path) -> ParquetDataset:
         for col in REQUIRED_COLUMNS:
             if col not in schema.names:
                 raise DatasetError(f"{f}: missing required column '{col}'")
+        dup = sorted({n for n in schema.names if schema.names.count(n) > 1})
+        if dup:
+            raise DatasetError(f"{f}: column name(s) {dup} occur more than once")
+        _check_contract_types(f, schema)
         for name, typ in zip(schema.names, schema.types):
+            if _is_string(typ):
+                typ = pa.string()  # string / large_string / dictionary<string> are one type here
             prev = types.get(name)
-            if prev is None:
+            if prev is None or pa.types.is_null(prev):
                 types[name] = typ
             elif prev != typ:
                 if _is_numeric(prev) and _is_numeric(typ):
                     types[name] = pa.float64()
-                elif not (pa.types.is_null(typ) or pa.types.is_null(prev)):
+                elif not pa.types.is_null(typ):
                     raise DatasetError(
                         f"{f}: column '{name}' has type {typ}, other files have {prev}"
                     )
@@ -187,7 +215,72 @@ def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Record
 
 
 def _quote(name: str) -> str:
+    """A SQL identifier for any column name (quotes doubled): column names come from the input
+    files and are never trusted. Values never go into SQL text at all: they are parameters or
+    registered Arrow tables."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def duckdb_connect(threads: int = 2, memory_limit: str = "2GB", **config: Any):
+    """An in-memory DuckDB connection that spills into a directory of its own and counts NaN right.
+
+    DuckDB's default spill directory is ``.tmp`` in the working directory, shared by every
+    process started there (two instance runs in parallel would spill into, and on close remove,
+    the same directory). Here each connection gets a fresh path under the system temp directory,
+    which DuckDB creates only if it spills and removes on close."""
+    import duckdb
+
+    spill = Path(tempfile.gettempdir()) / f"ensemble_assets-duckdb-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit,
+                                 "temp_directory": str(spill), **config})
+    con.execute("SET enable_progress_bar = false")  # no progress bars in run logs
+    # DuckDB 2.0.1 folds isnan(x) to false when a Parquet column's min/max statistics (which
+    # leave NaN out) exist, so NaN counts came out 0; without this optimizer they are right.
+    con.execute("SET disabled_optimizers = 'statistics_propagation'")
+    return con
+
+
+def _is_read_error(exc: BaseException) -> bool:
+    try:
+        import duckdb
+
+        if isinstance(exc, duckdb.Error):
+            return True
+    except ImportError:
+        pass
+    return isinstance(exc, (pa.ArrowException, OSError))
+
+
+def locate_read_error(ds: ParquetDataset, columns: Sequence[str] | None, exc: BaseException) -> DatasetError:
+    """Turn a failed scan into a DatasetError naming the file and column that cannot be decoded.
+
+    DuckDB's errors for a corrupt page do not say which file it was in; each file's columns are
+    re-read with pyarrow (only on this error path) to find it."""
+    for f, cols in zip(ds.files, ds.columns_per_file):
+        try:
+            pf = pq.ParquetFile(f)
+        except Exception as err:  # noqa: BLE001 - any failure here is the answer
+            return DatasetError(f"{f}: not a readable Parquet file ({err})")
+        wanted = [c for c in (columns if columns is not None else ds.columns) if c in cols]
+        for c in wanted:
+            try:
+                pf.read(columns=[c], use_threads=False)
+            except Exception as err:  # noqa: BLE001
+                return DatasetError(f"{f}: column '{c}' cannot be read; the file is corrupt ({err})")
+    return DatasetError(f"dataset {ds.root}: reading {len(ds.files)} Parquet file(s) failed ({exc})")
+
+
+@contextmanager
+def read_errors(ds: ParquetDataset, columns: Sequence[str] | None = None) -> Iterator[None]:
+    """Re-raise read failures of a scan over ``ds`` as a DatasetError naming the file and column."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except Exception as exc:
+        if not _is_read_error(exc):
+            raise
+        raise locate_read_error(ds, columns, exc) from exc
 
 
 def iter_subset_batches(
@@ -218,17 +311,20 @@ def iter_subset_batches(
             engine = "pyarrow"
     gene_table = pa.table({GENE_COLUMN: pa.array(sorted(set(genes)), pa.string())}) if genes is not None else None
     if engine == "duckdb":
-        import duckdb
-
-        con = duckdb.connect(config={"threads": 1, "memory_limit": memory_limit,
-                                     "preserve_insertion_order": True})
+        con = duckdb_connect(threads=1, memory_limit=memory_limit, preserve_insertion_order=True)
         try:
             sql = f"SELECT {', '.join(_quote(c) for c in wanted)} FROM read_parquet($files, union_by_name=true)"
             if gene_table is not None:
                 con.register("subset_genes", gene_table)
                 sql += f" WHERE {_quote(GENE_COLUMN)} IN (SELECT {_quote(GENE_COLUMN)} FROM subset_genes)"
-            reader = con.sql(sql, params={"files": ds.file_strings}).to_arrow_reader(batch_rows)
-            for batch in _rebatch(reader, batch_rows):
+            with read_errors(ds, wanted):
+                reader = con.sql(sql, params={"files": ds.file_strings}).to_arrow_reader(batch_rows)
+            batches = _rebatch(reader, batch_rows)
+            while True:
+                with read_errors(ds, wanted):  # a corrupt page surfaces while streaming
+                    batch = next(batches, None)
+                if batch is None:
+                    break
                 yield _batch_to_rows(batch, features, fill, source)
         finally:
             con.close()
@@ -237,8 +333,13 @@ def iter_subset_batches(
 
         dset = pads.dataset(ds.file_strings, schema=ds.schema, format="parquet")
         flt = pc.field(GENE_COLUMN).isin(gene_table.column(0)) if gene_table is not None else None
-        batches = dset.to_batches(columns=wanted, filter=flt, batch_size=batch_rows, use_threads=False)
-        for batch in _rebatch(batches, batch_rows):
+        batches = _rebatch(dset.to_batches(columns=wanted, filter=flt, batch_size=batch_rows, use_threads=False),
+                           batch_rows)
+        while True:
+            with read_errors(ds, wanted):
+                batch = next(batches, None)
+            if batch is None:
+                break
             yield _batch_to_rows(batch, features, fill, source)
     else:
         raise ValueError(f"unknown engine {engine!r} (auto, duckdb, pyarrow)")

@@ -148,8 +148,29 @@ class EnsembleModel(_Classifier):
         return out
 
 
+def _inside(path: Path, name: Any) -> bool:
+    """A manifest's file name is a relative path that stays inside the model directory."""
+    if not isinstance(name, str) or not name or "\\" in name or name.startswith("/"):
+        return False
+    parts = Path(name).parts
+    return not Path(name).is_absolute() and ".." not in parts and "." not in parts
+
+
 def _verify(path: Path, manifest: dict[str, Any]) -> None:
-    for name, digest in manifest.get("files", {}).items():
+    """Every file the manifest references is listed with its SHA-256, stays inside the model
+    directory, exists and matches its checksum."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ModelError(f"model {path}: manifest.json lists no file checksums; refusing to load unverified files")
+    referenced = (list(manifest.get("boosters", {}).values()) if manifest.get("kind") == "instance"
+                  else [f"{m.get('path')}/manifest.json" for m in manifest.get("members", [])])
+    for name in [*files, *referenced]:
+        if not _inside(path, name):
+            raise ModelError(f"model {path}: manifest.json references {name!r}, which is not a file inside the model")
+    unlisted = [n for n in referenced if n not in files]
+    if unlisted:
+        raise ModelError(f"model {path}: manifest.json references {', '.join(unlisted)} without a checksum")
+    for name, digest in files.items():
         f = path / name
         if not f.is_file():
             raise ModelError(f"model {path}: file {name} listed in manifest.json is missing")
@@ -166,6 +187,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         manifest = read_json(mf)
     except ValueError as exc:
         raise ModelError(f"{mf} is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{mf} is not a model manifest (a JSON object is expected)")
     if manifest.get("format") != MODEL_FORMAT:
         raise ModelError(f"{mf}: unknown model format {manifest.get('format')!r}")
     version = manifest.get("format_version")
@@ -185,6 +208,21 @@ def _read_manifest(path: Path) -> dict[str, Any]:
             raise ModelError(f"{mf}: an instance manifest of format version {version} needs 'model_type'")
     _verify(path, manifest)
     return manifest
+
+
+def model_problem(path: str | Path) -> str | None:
+    """Why the model directory ``path`` cannot be loaded (absent, no or unreadable manifest, a
+    file missing or altered), or None when every file is present and matches its checksum."""
+    try:
+        manifest = _read_manifest(Path(path))
+    except ModelError as exc:
+        return str(exc)
+    if manifest.get("kind") == "ensemble":
+        for m in manifest.get("members", []):
+            problem = model_problem(Path(path) / m["path"])
+            if problem:
+                return problem
+    return None
 
 
 def load_model(path: str | Path) -> InstanceModel | EnsembleModel:

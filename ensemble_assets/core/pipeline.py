@@ -17,6 +17,8 @@ from .screening import feature_columns, screen_features
 from .training import train_instance
 
 Log = Callable[[str], None]
+# machine-dependent plan facts, written beside the plan (training_plan_sizing.json)
+PLAN_SIZING_FIELDS = ("memory_budget_bytes", "genes_fitting_memory")
 
 
 def _quiet(_: str) -> None:
@@ -33,6 +35,7 @@ def paths(cfg: PlatformConfig) -> dict[str, Path]:
         "inventory": a / "gene_inventory.parquet", "profile": a / "dataset_profile.json",
         "manifest": a / "feature_manifest.parquet", "plan": a / "training_plan.json",
         "plan_table": a / "training_plan.parquet", "consolidated": a / "consolidated_model",
+        "plan_sizing": a / "training_plan_sizing.json",
     }
 
 
@@ -76,21 +79,35 @@ def model_signature(features: list[str], fill: dict[str, float], cfg: PlatformCo
 
 
 def run_plan(cfg: PlatformConfig, log: Log = _quiet) -> dict[str, Any]:
+    cfg.plan.validate()
+    cfg.training.validate()  # the plan is the first step that depends on the training settings
     p = paths(cfg)
     inventory = pq.read_table(p["inventory"])
     features, fill = load_features(cfg)
-    plan = make_plan(inventory, len(features), cfg.plan, model_signature(features, fill, cfg))
+    plan = make_plan(inventory, len(features), cfg.plan, model_signature(features, fill, cfg),
+                     min_genes_per_instance=cfg.training.n_folds)
     plan["dataset"] = str(cfg.dataset_path.resolve())
-    write_json(p["plan"], plan)
+    # The measured memory budget (psutil's available memory × memory_fraction) changes from one
+    # run to the next; it is kept beside the plan, so that the plan file is a function of the
+    # dataset, the settings and the seed alone (byte-identical when they are). When the budget
+    # does change the subsets, the plan's sizing_note says so.
+    sizing = {k: plan[k] for k in PLAN_SIZING_FIELDS}
+    write_json(p["plan"], {k: v for k, v in plan.items() if k not in PLAN_SIZING_FIELDS})
+    write_json(p["plan_sizing"], sizing)
     write_parquet(p["plan_table"], plan_table(plan))
     return plan
 
 
 def load_plan(cfg: PlatformConfig) -> dict[str, Any]:
+    """The plan, with the sizing facts it was made under (when they were recorded)."""
     p = paths(cfg)["plan"]
     if not p.is_file():
         raise FileNotFoundError(f"no training plan at {p}: materialize training_plan first")
-    return read_json(p)
+    plan = read_json(p)
+    sizing = paths(cfg)["plan_sizing"]
+    if sizing.is_file():
+        plan = {**read_json(sizing), **plan}
+    return plan
 
 
 def run_instance(cfg: PlatformConfig, key: str, log: Log = _quiet) -> dict[str, Any]:

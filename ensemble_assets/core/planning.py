@@ -70,9 +70,12 @@ def available_memory_bytes() -> int:
 
 
 def make_plan(inventory: pa.Table, n_features: int, settings: PlanSettings = PlanSettings(),
-              model_signature: str = "") -> dict[str, Any]:
-    """Deterministic plan from the gene inventory: same inventory and settings → same plan."""
+              model_signature: str = "", min_genes_per_instance: int = 2) -> dict[str, Any]:
+    """Deterministic plan from the gene inventory: same inventory, settings and memory budget →
+    same plan. ``min_genes_per_instance``: the fewest genes an instance can be trained on (its
+    number of gene folds); a plan with a smaller subset is refused here, before any training."""
     settings.validate()
+    min_genes = max(2, int(min_genes_per_instance))
     inv = inventory.select(["gene_id", "n_rows", "n_donor", "n_acceptor"]).to_pydict()
     order = np.argsort(np.asarray(inv["gene_id"], dtype=object))
     genes = [inv["gene_id"][i] for i in order]
@@ -95,9 +98,10 @@ def make_plan(inventory: pa.Table, n_features: int, settings: PlanSettings = Pla
     holdout = sorted(holdout)
     held = set(holdout)
     train = [g for g in genes if g not in held]
-    if len(train) < 2:
+    if len(train) < min_genes:
         raise PlanError(
-            f"holdout_fraction={settings.holdout_fraction} leaves {len(train)} training gene(s) of {len(genes)}")
+            f"holdout_fraction={settings.holdout_fraction} leaves {len(train)} training gene(s) of {len(genes)} "
+            f"({len(holdout)} holdout); at least {min_genes} are needed (one per gene fold)")
 
     total_rows = sum(rows[g] for g in train)
     rows_per_gene = total_rows / len(train)
@@ -146,6 +150,16 @@ def make_plan(inventory: pa.Table, n_features: int, settings: PlanSettings = Pla
             "n_rows": n_rows, "estimated_matrix_bytes": matrix_bytes(n_rows, n_features),
             "estimated_peak_bytes": instance_memory_bytes(n_rows, n_features),
         })
+    small = [s for s in subsets if s["n_genes"] < min_genes]
+    if small:
+        raise PlanError(
+            f"{len(subsets)} instances of {len(train)} training genes leave {len(small)} instance(s) with fewer "
+            f"genes than the {min_genes} gene folds they need (e.g. {small[0]['key']}: {small[0]['n_genes']} "
+            f"gene(s)); raise genes_per_instance (now {gpi}) or lower n_folds")
+    siteless = [s["key"] for s in subsets if not any(has_site[g] for g in s["genes"])]
+    if siteless:
+        raise PlanError(f"{len(siteless)} instance(s) would train on genes without a single donor or acceptor "
+                        f"row: {', '.join(siteless[:10])}; raise genes_per_instance")
     covered = set().union(*[s["genes"] for s in subsets])
     assert covered == set(train), "plan does not cover every training gene"  # invariant, not input
     return {

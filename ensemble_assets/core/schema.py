@@ -95,3 +95,13 @@ def feature_family(column: str) -> str:
     if column in GENE_STRUCTURE_COLUMNS:
         return "structure"
     return "other"
+
+
+# families whose columns the data contract defines as numbers (a string there is an input error)
+NUMERIC_FAMILIES: tuple[str, ...] = ("base_score", "context", "derived", "kmer", "sequence", "structure")
+
+
+def is_contract_numeric(column: str) -> bool:
+    """True for columns the data contract defines as numeric (scores, derived and sequence
+    features, k-mer counts, gene/transcript structure, positions and counts)."""
+    return column in INT64_COLUMNS or feature_family(column) in NUMERIC_FAMILIES

@@ -8,9 +8,9 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .dataset import DatasetError, ParquetDataset, _quote
-from .inventory import LABEL_SQL, connect
-from .schema import (GENE_COLUMN, ID_COLUMNS, LEAKAGE_COLUMNS, NON_FEATURE_BY_DEFAULT,
+from .dataset import DatasetError, ParquetDataset, _quote, read_errors
+from .inventory import LABEL_SQL, _source, connect, internal_name
+from .schema import (GENE_COLUMN, ID_COLUMNS, LABEL_COLUMN, LEAKAGE_COLUMNS, NON_FEATURE_BY_DEFAULT,
                      STRUCTURAL_LEAKAGE_COLUMNS, feature_family, is_kmer)
 
 
@@ -90,38 +90,45 @@ def _column_stats(ds: ParquetDataset, columns: list[str], genes: Sequence[str],
         rng.choice(genes, size=settings.sample_genes, replace=False).tolist())
     con = connect(threads)
     con.register("sample_genes", pa.table({"gene_id": pa.array(sample, pa.string())}))
-    p = {"files": ds.file_strings}
-    src = "read_parquet($files, union_by_name=true, filename=true)"
     out: dict[str, dict] = {}
     try:
-        for i in range(0, len(columns), chunk):
-            part = columns[i:i + chunk]
-            aggs = []
-            for c in part:
-                d = f"CAST({_quote(c)} AS DOUBLE)"
-                fin = f"CASE WHEN isfinite({d}) THEN {d} END"
-                aggs += [f"count({d})", f"count_if(isnan({d}))", f"count_if(isinf({d}))",
-                         f"min({fin})", f"max({fin})", f"avg({fin})"]
-            vals = con.sql(f"SELECT {', '.join(aggs)} FROM {src}", params=p).fetchall()[0]
-            corr_aggs = [f"corr(CASE WHEN isfinite(CAST({_quote(c)} AS DOUBLE)) THEN CAST({_quote(c)} AS DOUBLE) END, "
-                         "CAST(label > 0 AS DOUBLE))" for c in part]
-            corr = con.sql(
-                f"SELECT {', '.join(corr_aggs)} FROM (SELECT *, {LABEL_SQL} AS label FROM {src}) "
-                f"WHERE {_quote(GENE_COLUMN)} IN (SELECT gene_id FROM sample_genes)", params=p).fetchall()[0]
-            for j, c in enumerate(part):
-                nn, nan, inf, mn, mx, mean = vals[6 * j:6 * j + 6]
-                rc = corr[j]
-                out[c] = {"non_null": int(nn), "nan_count": int(nan), "inf_count": int(inf),
-                          "min": mn, "max": mx, "mean": mean,
-                          "label_corr": None if rc is None or not np.isfinite(rc) else float(rc),
-                          "inf_files": []}
-                if inf:
-                    out[c]["inf_files"] = [r[0] for r in con.sql(
-                        f"SELECT DISTINCT filename FROM {src} WHERE isinf(CAST({_quote(c)} AS DOUBLE)) ORDER BY 1",
-                        params=p).fetchall()]
+        with read_errors(ds, [GENE_COLUMN, LABEL_COLUMN, *columns]):
+            _stats_queries(con, ds, columns, settings, chunk, out)
     finally:
         con.close()
     return out
+
+
+def _stats_queries(con, ds: ParquetDataset, columns: list[str], settings: ScreeningSettings, chunk: int,
+                   out: dict[str, dict]) -> None:
+    p = {"files": ds.file_strings}
+    src = _source(ds)
+    fcol, lab = _quote(internal_name(ds, "file")), _quote(internal_name(ds, "label"))
+    for i in range(0, len(columns), chunk):
+        part = columns[i:i + chunk]
+        aggs = []
+        for c in part:
+            d = f"CAST({_quote(c)} AS DOUBLE)"
+            fin = f"CASE WHEN isfinite({d}) THEN {d} END"
+            aggs += [f"count({d})", f"count_if(isnan({d}))", f"count_if(isinf({d}))",
+                     f"min({fin})", f"max({fin})", f"avg({fin})"]
+        vals = con.sql(f"SELECT {', '.join(aggs)} FROM {src}", params=p).fetchall()[0]
+        corr_aggs = [f"corr(CASE WHEN isfinite(CAST({_quote(c)} AS DOUBLE)) THEN CAST({_quote(c)} AS DOUBLE) END, "
+                     f"CAST({lab} > 0 AS DOUBLE))" for c in part]
+        corr = con.sql(
+            f"SELECT {', '.join(corr_aggs)} FROM (SELECT {', '.join(_quote(c) for c in part)}, {LABEL_SQL} AS {lab} "
+            f"FROM {src} WHERE {_quote(GENE_COLUMN)} IN (SELECT gene_id FROM sample_genes))", params=p).fetchall()[0]
+        for j, c in enumerate(part):
+            nn, nan, inf, mn, mx, mean = vals[6 * j:6 * j + 6]
+            rc = corr[j]
+            out[c] = {"non_null": int(nn), "nan_count": int(nan), "inf_count": int(inf),
+                      "min": mn, "max": mx, "mean": mean,
+                      "label_corr": None if rc is None or not np.isfinite(rc) else float(rc),
+                      "inf_files": []}
+            if inf:
+                out[c]["inf_files"] = [r[0] for r in con.sql(
+                    f"SELECT DISTINCT {fcol} FROM {src} WHERE isinf(CAST({_quote(c)} AS DOUBLE)) ORDER BY 1",
+                    params=p).fetchall()]
 
 
 def feature_columns(manifest: pa.Table) -> tuple[list[str], dict[str, float]]:

@@ -89,6 +89,28 @@ class TrainingSettings:
     def estimator_kwargs(self) -> dict[str, Any]:
         return dict(self.estimator_params)
 
+    def validate(self) -> None:
+        """Refuse settings that cannot train, naming the setting (before any data is read)."""
+        checks = [
+            (self.n_folds >= 2, f"n_folds={self.n_folds} must be at least 2"),
+            (self.n_estimators >= 1, f"n_estimators={self.n_estimators} must be at least 1"),
+            (self.early_stopping_rounds >= 1, f"early_stopping_rounds={self.early_stopping_rounds} must be at least 1"),
+            (self.learning_rate > 0, f"learning_rate={self.learning_rate} must be positive"),
+            (self.max_depth >= 1, f"max_depth={self.max_depth} must be at least 1"),
+            (self.max_bin >= 2, f"max_bin={self.max_bin} must be at least 2"),
+            (0 < self.subsample <= 1, f"subsample={self.subsample} is outside (0, 1]"),
+            (0 < self.colsample_bytree <= 1, f"colsample_bytree={self.colsample_bytree} is outside (0, 1]"),
+            (0 < self.validation_fraction < 1, f"validation_fraction={self.validation_fraction} is outside (0, 1)"),
+            (self.calibration in ("isotonic", "platt", "none"),
+             f"calibration={self.calibration!r} is not one of isotonic, platt, none"),
+            (self.nthread >= 0, f"nthread={self.nthread} must be 0 (all cores) or more"),
+            (self.batch_rows >= 1, f"batch_rows={self.batch_rows} must be at least 1"),
+            (self.device == "cpu" or self.device.startswith("cuda"), f"device={self.device!r} is not cpu or cuda"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
     def signature(self) -> str:
         """Hash of everything that changes the trained model (not threads or batch size). The
         instance kind is part of it (a kind's own settings too), so changing it retrains."""
@@ -330,6 +352,7 @@ def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[
     ``out_dir``; return its manifest."""
     from .instance_kinds import get_kind
 
+    settings.validate()
     refuse_identifier_features(features)
     kind = get_kind(settings.instance_kind)
     t0 = time.perf_counter()
