@@ -12,4 +12,9 @@ consolidation_job = dg.define_asset_job(
     "consolidation_job", selection=dg.AssetSelection.groups("ensemble"),
     description="Consolidate every instance of the current plan into one model.")
 
-all_jobs = [plan_job, instance_training_job, consolidation_job]
+retraining_job = dg.define_asset_job(
+    "retraining_job", selection=dg.AssetSelection.groups("dataset", "plan", "training"),
+    description="Scheduled retraining: recompute inventory, screening and plan when their inputs changed, "
+                "else train the partitions that are missing, failed or stale (one run each).")
+
+all_jobs = [plan_job, instance_training_job, consolidation_job, retraining_job]
