@@ -1,4 +1,4 @@
-"""Command line: ``ensemble-assets demo-data | train | predict``."""
+"""Command line: ``ensemble-assets demo-data | train | predict | backfill``."""
 
 from __future__ import annotations
 
@@ -169,6 +169,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from .backfill import (ASSET, DagsterAPIError, launch_backfill, partition_statuses, select_partitions,
+                           wait_for_backfill)
+
+    if not (args.failed or args.missing):
+        print("error: say which partitions to backfill: --failed and/or --missing", file=sys.stderr)
+        return 2
+    try:
+        statuses = partition_statuses(args.url)
+        todo = select_partitions(statuses, args.failed, args.missing)
+        kinds = " and ".join(k for k, on in (("failed", args.failed), ("missing", args.missing)) if on)
+        print(f"{ASSET} at {args.url}: {len(statuses['materialized'])} materialized, {len(statuses['failed'])} failed, "
+              f"{len(statuses['missing'])} missing, {len(statuses['in_progress'])} in progress")
+        if not todo:
+            print(f"nothing to backfill: no {kinds} partitions")
+            return 0
+        backfill_id = launch_backfill(args.url, todo, title=f"ensemble-assets backfill --{' --'.join(kinds.split(' and '))}")
+        print(f"backfill {backfill_id}: {len(todo)} {kinds} partition(s) of {ASSET}: {', '.join(todo)}")
+        print(f"follow it at {args.url.rstrip('/')}/runs/b/{backfill_id}")
+        if args.wait:
+            status = wait_for_backfill(args.url, backfill_id, timeout=args.timeout)
+            print(f"backfill {backfill_id}: {status}")
+            return 0 if status in ("COMPLETED", "COMPLETED_SUCCESS") else 1
+    except DagsterAPIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ensemble-assets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -212,6 +241,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True)
     r.add_argument("--output", required=True)
     r.set_defaults(func=cmd_predict)
+
+    from .backfill import default_url
+
+    b = sub.add_parser("backfill", help="launch a backfill of failed/missing instance_model partitions on the "
+                                        "running Dagster instance (GraphQL API of dagster dev / the webserver)")
+    b.add_argument("--failed", action="store_true", help="partitions whose latest run failed")
+    b.add_argument("--missing", action="store_true", help="partitions never materialized (and not running)")
+    b.add_argument("--url", default=default_url(), help="webserver URL (default: $ENSEMBLE_ASSETS_DAGSTER_URL "
+                                                        "or http://127.0.0.1:3000)")
+    b.add_argument("--wait", action="store_true", help="wait until the backfill's runs are done; exit 1 if any failed")
+    b.add_argument("--timeout", type=float, default=3600, help="seconds to --wait")
+    b.set_defaults(func=cmd_backfill)
     return p
 
 

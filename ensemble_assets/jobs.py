@@ -16,5 +16,9 @@ evaluation_job = dg.define_asset_job(
     "evaluation_job", selection=dg.AssetSelection.groups("evaluation"),
     description="Holdout metrics, calibration analysis, plots and reports of the consolidated model.")
 
-all_jobs = [plan_job, instance_training_job, consolidation_job]
-all_jobs += [evaluation_job]
+retraining_job = dg.define_asset_job(
+    "retraining_job", selection=dg.AssetSelection.groups("dataset", "plan", "training"),
+    description="Scheduled retraining: recompute inventory, screening and plan when their inputs changed, "
+                "else train the partitions that are missing, failed or stale (one run each).")
+
+all_jobs = [plan_job, instance_training_job, consolidation_job, evaluation_job, retraining_job]

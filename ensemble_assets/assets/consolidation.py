@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from ..automation import ALL_PARTITIONS_MATERIALIZED
 from ..core import pipeline
 from ..resources import EnsembleResource
 from ._meta import OWNERS, md_table
@@ -15,6 +16,7 @@ class ConsolidationConfig(dg.Config):
 
 @dg.asset(
     group_name="ensemble", kinds={"xgboost", "json"}, owners=OWNERS, code_version="1", deps=[instance_model],
+    automation_condition=ALL_PARTITIONS_MATERIALIZED,
     description="All instances of the current plan (of any instance kind: the calibrated probabilities are "
                 "averaged), weighted by out-of-fold macro F1 and aligned by feature "
                 "name, behind one predict_proba/predict interface. Refuses to build while gene coverage is "

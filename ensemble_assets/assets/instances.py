@@ -1,20 +1,29 @@
 """instance_model: one complete meta-model per gene subset (dynamic partition)."""
 
 
+from dataclasses import replace
+
 import dagster as dg
 
+from ..concurrency import INSTANCE_TRAINING_POOL, instance_threads
 from ..core import pipeline
+from ..core.planning import PlanError
 from ..partitions import gene_subsets
 from ..resources import EnsembleResource
 from ._meta import OWNERS, md_table, metric_meta
 from .plan import training_plan
 
 INSTANCE_CODE_VERSION = "1"
+# transient failures (a killed worker process, a file system hiccup) are retried; bad input is not:
+# it raises dg.Failure(allow_retries=False) and waits for a fix and a backfill of failed partitions
+INSTANCE_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=20, backoff=dg.Backoff.EXPONENTIAL,
+                                       jitter=dg.Jitter.PLUS_MINUS)
 
 
 @dg.asset(
     group_name="training", kinds={"xgboost", "scikitlearn", "parquet"}, owners=OWNERS, code_version=INSTANCE_CODE_VERSION,
     partitions_def=gene_subsets, deps=[training_plan],
+    pool=INSTANCE_TRAINING_POOL, retry_policy=INSTANCE_RETRY_POLICY,
     description="A complete meta-model on one gene subset: gene-aware stratified CV, a model of the configured "
                 "instance kind (three one-vs-rest XGBoost boosters by default; one multi:softprob booster; or a "
                 "scikit-learn HistGradientBoosting / MLP classifier on a bounded gene sample) with early stopping "
@@ -24,7 +33,14 @@ INSTANCE_CODE_VERSION = "1"
 def instance_model(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
     cfg = ensemble.config()
     key = context.partition_key
-    m = pipeline.run_instance(cfg, key, context.log.info)
+    threads, limit = instance_threads(context.instance, cfg.training.nthread)
+    cfg = replace(cfg, training=replace(cfg.training, nthread=threads))
+    context.log.info(f"pool {INSTANCE_TRAINING_POOL}: up to {limit} parallel instance(s); "
+                     f"training with {threads} XGBoost thread(s)")
+    try:
+        m = pipeline.run_instance(cfg, key, context.log.info)
+    except (pipeline.DatasetError, PlanError) as exc:  # bad input or plan: retrying cannot help
+        raise dg.Failure(description=f"partition {key}: {exc}", allow_retries=False) from exc
     folds = [{"fold": f["fold"], "genes": f["genes"], "rows": f["rows"], "macro_f1": f["macro_f1"],
               "splice_f1": f["splice_f1"], "base_splice_f1": f.get("base_splice_f1")} for f in m["metrics"]["folds"]]
     return dg.MaterializeResult(metadata={
@@ -41,4 +57,5 @@ def instance_model(context: dg.AssetExecutionContext, ensemble: EnsembleResource
         **({"fit_seconds": dg.MetadataValue.float(m["timings"]["fit_seconds"])} if "fit_seconds" in m["timings"] else {}),
         **({"training_sample": dg.MetadataValue.json(m["training_sample"])} if "training_sample" in m else {}),
         "peak_rss_MB": dg.MetadataValue.float(round(m["peak_rss_bytes"] / 2**20, 1)),
+        "xgboost_threads": threads,
     })

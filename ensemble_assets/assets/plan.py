@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from ..concurrency import INSTANCE_TRAINING_POOL, apply_training_capacity
 from ..core import pipeline
 from ..partitions import gene_subsets
 from ..resources import EnsembleResource
@@ -29,6 +30,10 @@ def training_plan(context: dg.AssetExecutionContext, ensemble: EnsembleResource)
     for k in stale:
         context.instance.delete_dynamic_partition(gene_subsets.name, k)
     context.log.info(f"plan: {len(keys)} subset(s); {len(new)} new partition(s), {len(stale)} stale removed")
+    from ..retraining import FINGERPRINT_METADATA, plan_fingerprint  # (retraining imports the assets)
+
+    capacity = apply_training_capacity(context.instance, plan)
+    context.log.info(f"concurrency pool {INSTANCE_TRAINING_POOL}: {capacity.reason}")
     rows = [{"partition": s["key"], "genes": s["n_genes"], "rows": s["n_rows"],
              "matrix_MB": round(s["estimated_matrix_bytes"] / 2**20, 1),
              "peak_MB": round(s["estimated_peak_bytes"] / 2**20, 1)} for s in plan["subsets"]]
@@ -42,4 +47,8 @@ def training_plan(context: dg.AssetExecutionContext, ensemble: EnsembleResource)
         "sizing_note": plan["sizing_note"] or "none",
         "new_partitions": dg.MetadataValue.json(new), "removed_partitions": dg.MetadataValue.json(stale),
         "plan": md_table(rows, ["partition", "genes", "rows", "matrix_MB", "peak_MB"]),
+        FINGERPRINT_METADATA: plan_fingerprint(cfg),
+        "parallel_instances": capacity.parallel_instances,
+        "xgboost_threads_per_instance": capacity.threads_per_instance,
+        "capacity": f"pool {INSTANCE_TRAINING_POOL}: {capacity.reason}",
     })
