@@ -72,7 +72,7 @@ def test_sigkill_mid_training_loses_nothing_and_resumes_to_the_same_model(tiny_d
         assert len(keys) == 2
         with dg.DagsterInstance.from_config(str(home)) as instance:
             # kill the moment the second partition has its rows loaded: XGBoost is training it
-            while not any(m.startswith("loaded ") for m in _partition_run_logs(instance, keys[1])):
+            while not any("loaded " in m and " rows of " in m for m in _partition_run_logs(instance, keys[1])):
                 assert proc.poll() is None and time.monotonic() < deadline, "".join(out)[-3000:]
                 time.sleep(0.02)
             os.killpg(proc.pid, signal.SIGKILL)
