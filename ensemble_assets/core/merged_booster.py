@@ -28,10 +28,14 @@ def _model_json(booster: Any) -> dict[str, Any]:
     return json.loads(bytes(booster.save_raw("json")))
 
 
-def merge_boosters(boosters: Sequence[tuple[Any, Sequence[str]]], features: Sequence[str]) -> Any:
+def merge_boosters(boosters: Sequence[tuple[Any, Sequence[str]]], features: Sequence[str],
+                   one_output: bool = False) -> Any:
     """Merge ``(booster, its feature names)`` pairs into one multi-target ``xgboost.Booster``
     over ``features`` (which must contain every member's features): output column k of the
-    merged model is booster k's predicted probability, for rows laid out in ``features`` order."""
+    merged model is booster k's predicted probability, for rows laid out in ``features`` order.
+
+    ``one_output=True`` puts every tree on one output instead (a plain single booster with the
+    same trees; its prediction means nothing, it is the speed yardstick of the benchmark)."""
     import xgboost as xgb
 
     if not boosters:
@@ -71,13 +75,14 @@ def merge_boosters(boosters: Sequence[tuple[Any, Sequence[str]]], features: Sequ
             t["tree_param"] = {**tree["tree_param"], "num_feature": str(len(features))}
             t["id"] = len(trees)
             trees.append(t)
-            tree_info.append(k)
+            tree_info.append(0 if one_output else k)
         if template is None:
             template = model
     assert template is not None
     learner = template["learner"]
     learner["learner_model_param"].update(
-        base_score="[" + ",".join(intercepts) + "]", num_target=str(len(boosters)),
+        base_score="[" + ",".join(intercepts[:1] if one_output else intercepts) + "]",
+        num_target=str(1 if one_output else len(boosters)),
         num_feature=str(len(features)), num_class="0")
     learner["feature_names"] = list(features)
     learner["feature_types"] = ["float"] * len(features)
