@@ -34,4 +34,5 @@ def consolidated_model(context: dg.AssetExecutionContext, ensemble: EnsembleReso
         "holdout_genes": len(m["holdout_genes"]), "features_union": m["n_features_union"],
         "weighting": m["weighting"],
         "members": md_table(m["members"], ["partition_key", "oof_macro_f1", "weight"]),
+        "merged_booster": m.get("merged_booster_note", ""),
     })
