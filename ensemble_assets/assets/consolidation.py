@@ -38,4 +38,5 @@ def consolidated_model(context: dg.AssetExecutionContext, ensemble: EnsembleReso
         "weighting": m["weighting"],
         "model_types": dg.MetadataValue.json(m.get("model_types", [])),
         "members": md_table(m["members"], ["partition_key", "model_type", "oof_macro_f1", "weight"]),
+        "merged_booster": m.get("merged_booster_note", ""),
     })

@@ -868,7 +868,7 @@ def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
             tmp.unlink()
 
 
-def write_demo_dataset(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> dict:
+def write_demo_dataset(out_dir: str | Path, spec: DemoSpec = DemoSpec(), workers: int = 1) -> dict:
     """Write a demo dataset to ``<out_dir>/master/`` and return its summary.
 
     ``master/batch_00001.parquet`` ... (zstd, ``spec.genes_per_file`` genes each, a gene's rows
@@ -877,6 +877,8 @@ def write_demo_dataset(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> dict
     in ``out_dir`` and swapped in at the end, so ``out_dir/master`` is either the previous
     content or the complete new dataset, never half of one. Returns
     ``{"genes", "rows", "files", "columns", "label_counts", "pred_type_counts", "path"}``.
+    ``workers`` > 1 writes the files in that many processes (the bytes are the same: every gene
+    draws from its own seeded streams); memory then grows with ``workers``, not ``n_genes``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -885,7 +887,7 @@ def write_demo_dataset(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> dict
     work = out / f".{MASTER_DIR}.tmp-{token}"
     work.mkdir()
     try:
-        summary = _write_master(work, spec)
+        summary = _write_master(work, spec, workers)
         if final.exists():
             old = out / f".{MASTER_DIR}.old-{token}"
             os.replace(final, old)
@@ -900,41 +902,74 @@ def write_demo_dataset(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> dict
     return summary
 
 
-def _write_master(master: Path, spec: DemoSpec) -> dict:
+def _write_file(master: Path, spec: DemoSpec, layout: _Layout, file_index: int) -> dict:
+    """Simulate and write one output file; return its rows, counts and gene-manifest lines."""
+    first = (file_index - 1) * spec.genes_per_file
+    genes = [_simulate_gene(spec, i, layout)
+             for i in range(first, min(spec.n_genes, first + spec.genes_per_file))]
+    file_name = f"batch_{file_index:05d}.parquet"
+    table = _file_table(genes, spec, layout, _arrow_schema(spec.kmer_sizes))
+    _write_parquet_atomic(table, master / file_name)
+    out = {"rows": table.num_rows, "labels": [0] * len(schema.CLASSES), "preds": [0] * len(_PRED_TYPES),
+           "manifest": []}
+    del table
+    for g in genes:
+        for code in range(len(schema.CLASSES)):
+            out["labels"][code] += int(np.sum(g.label == code))
+        for code in range(len(_PRED_TYPES)):
+            out["preds"][code] += int(np.sum(g.pred == code))
+        st = g.structure
+        n_donor = int(np.sum(st.site_type == _DONOR))
+        n_sites = len(st.site_pos)
+        start = int(layout.start[g.index])
+        out["manifest"].append([
+            g.index, demo_gene_id(g.index), f"demo{g.index + 1}", "protein_coding",
+            layout.chrom[g.index], st.strand, st.length, start, start + st.length - 1,
+            n_sites, n_donor, n_sites - n_donor,
+            f"{1000.0 * n_sites / st.length:.6f}", file_index, file_name,
+        ])
+    return out
+
+
+_WORKER_JOB: tuple[Path, DemoSpec, _Layout] | None = None   # set before forking the writers
+
+
+def _write_file_in_worker(file_index: int) -> dict:
+    assert _WORKER_JOB is not None
+    return _write_file(*_WORKER_JOB, file_index)
+
+
+def _write_master(master: Path, spec: DemoSpec, workers: int = 1) -> dict:
+    global _WORKER_JOB
     layout = _layout(spec)
     arrow_schema = _arrow_schema(spec.kmer_sizes)
     label_counts = dict.fromkeys(schema.CLASSES, 0)
     pred_counts = dict.fromkeys(("TP", "FP", "FN", "TN"), 0)
     rows = 0
+    indices = range(1, spec.n_files + 1)
+    if workers > 1 and spec.n_files > 1:
+        import multiprocessing as mp
+
+        _WORKER_JOB = (master, spec, layout)   # inherited by the forked workers, never serialised
+        try:
+            with mp.get_context("fork").Pool(min(workers, spec.n_files)) as pool:
+                results = pool.imap(_write_file_in_worker, indices)
+                parts = list(results)
+        finally:
+            _WORKER_JOB = None
+    else:
+        parts = (_write_file(master, spec, layout, i) for i in indices)
     manifest_tmp = master / f".{MANIFEST_NAME}.tmp"
     with open(manifest_tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(MANIFEST_COLUMNS)
-        for file_index in range(1, spec.n_files + 1):
-            first = (file_index - 1) * spec.genes_per_file
-            genes = [_simulate_gene(spec, i, layout)
-                     for i in range(first, min(spec.n_genes, first + spec.genes_per_file))]
-            file_name = f"batch_{file_index:05d}.parquet"
-            table = _file_table(genes, spec, layout, arrow_schema)
-            _write_parquet_atomic(table, master / file_name)
-            rows += table.num_rows
-            del table
-            for g in genes:
-                for code, name in enumerate(schema.CLASSES):
-                    label_counts[name] += int(np.sum(g.label == code))
-                for code, name in enumerate(_PRED_TYPES):
-                    pred_counts[name] += int(np.sum(g.pred == code))
-                st = g.structure
-                n_donor = int(np.sum(st.site_type == _DONOR))
-                n_sites = len(st.site_pos)
-                start = int(layout.start[g.index])
-                writer.writerow([
-                    g.index, demo_gene_id(g.index), f"demo{g.index + 1}", "protein_coding",
-                    layout.chrom[g.index], st.strand, st.length, start, start + st.length - 1,
-                    n_sites, n_donor, n_sites - n_donor,
-                    f"{1000.0 * n_sites / st.length:.6f}", file_index, file_name,
-                ])
-            del genes
+        for part in parts:
+            rows += part["rows"]
+            for code, name in enumerate(schema.CLASSES):
+                label_counts[name] += part["labels"][code]
+            for code, name in enumerate(_PRED_TYPES):
+                pred_counts[name] += part["preds"][code]
+            writer.writerows(part["manifest"])
     os.replace(manifest_tmp, master / MANIFEST_NAME)
     return {
         "genes": spec.n_genes,

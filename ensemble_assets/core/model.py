@@ -106,8 +106,24 @@ class InstanceModel(_Classifier):
         return self.predict_proba_aligned(align_features(X, self.features, self.fill))
 
 
+def _feature_union(feature_lists: Sequence[Sequence[str]]) -> list[str]:
+    """Ordered union of the members' features (first-seen order): the ensemble's column order."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for features in feature_lists:
+        for f in features:
+            if f not in seen:
+                seen.add(f)
+                names.append(f)
+    return names
+
+
 class EnsembleModel(_Classifier):
-    """Weighted average of the members' calibrated probabilities; features aligned by name."""
+    """Weighted average of the members' calibrated probabilities; features aligned by name.
+
+    With a merged booster (``merged_booster.ubj``, written by ``consolidate``) all members' trees
+    run in one XGBoost call; each member's calibration is then applied to its own columns exactly
+    as the per-instance path does (``predict_proba_per_instance``), so both give the same numbers."""
 
     def __init__(self, path: str | Path, manifest: dict[str, Any], members: list[InstanceModel]):
         self.path = Path(path)
@@ -115,14 +131,19 @@ class EnsembleModel(_Classifier):
         self.members = members
         w = np.asarray([m["weight"] for m in manifest["members"]], dtype=np.float64)
         self.weights = w / w.sum()
-        names: list[str] = []
-        seen = set()
+        self.features = _feature_union([m.features for m in members])
+        self.fill: dict[str, float] = {}
         for m in members:
             for f in m.features:
-                if f not in seen:
-                    seen.add(f)
-                    names.append(f)
-        self.features = names
+                self.fill.setdefault(f, 0.0 if is_kmer(f) else m.fill[f])  # as align_features does
+        self.merged = None
+        info = manifest.get("merged_booster")
+        columns = [[mm["partition_key"], c] for mm in manifest["members"] for c in CLASSES]
+        if info and info.get("feature_names") == self.features and info.get("columns") == columns:
+            import xgboost as xgb
+
+            self.merged = xgb.Booster()
+            self.merged.load_model(str(self.path / info["file"]))
 
     @property
     def total_instances(self) -> int:
@@ -132,6 +153,32 @@ class EnsembleModel(_Classifier):
         return list(self.features)
 
     def predict_proba(self, X: Any) -> np.ndarray:
+        if self.merged is None:
+            return self.predict_proba_per_instance(X)
+        t = _as_table(X)
+        if isinstance(t, np.ndarray):  # positional, in self.features order: impute as a table would be
+            if t.ndim != 2 or t.shape[1] != len(self.features):
+                raise ModelError(f"array input has shape {t.shape}; the model expects {len(self.features)} columns")
+            Xu = np.ascontiguousarray(t, dtype=np.float32)
+            bad = ~np.isfinite(Xu)
+            if bad.any():
+                if np.isinf(np.asarray(t, dtype=np.float64)).any():
+                    raise ModelError("input: the array has infinite value(s)")
+                Xu = Xu.copy() if Xu is t else Xu
+                rows, cols = np.nonzero(bad)
+                Xu[rows, cols] = np.asarray([self.fill[f] for f in self.features], dtype=np.float64)[cols]
+        else:
+            Xu = align_features(t, self.features, self.fill)
+        raw = np.asarray(self.merged.inplace_predict(Xu)).reshape(len(Xu), 3 * len(self.members))
+        out = None
+        for i, (w, m) in enumerate(zip(self.weights, self.members)):
+            p = w * calibrate_proba(m.calibrators, raw[:, 3 * i:3 * i + 3].astype(np.float64))
+            out = p if out is None else out + p
+        return out
+
+    def predict_proba_per_instance(self, X: Any) -> np.ndarray:
+        """The reference semantics: each member predicts and calibrates on its own, then the
+        weighted average (three XGBoost calls per member)."""
         t = _as_table(X)
         if isinstance(t, np.ndarray):  # positional: map the union order to each member by name
             if t.ndim != 2 or t.shape[1] != len(self.features):
@@ -261,12 +308,52 @@ def consolidate(instance_dirs: dict[str, Path], out_dir: str | Path, holdout_gen
                 shutil.copy2(Path(d) / name, dest / name)
             files[f"instances/{key}/manifest.json"] = sha256_file(dest / "manifest.json")
         feature_union = sorted({f for mf in manifests.values() for f in mf["feature_names"]})
+        merged = _write_merged_booster(tmp, sorted(instance_dirs), manifests)
+        if merged.get("file"):
+            files[merged["file"]] = sha256_file(tmp / merged["file"])
         manifest = {
             "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "kind": "ensemble",
             "classes": list(CLASSES), "members": members, "n_features_union": len(feature_union),
             "weighting": "out-of-fold macro F1, normalised to sum to 1",
             "model_types": sorted({m["model_type"] for m in members}),
-            "holdout_genes": list(holdout_genes), "files": files, **(extra or {}),
+            "holdout_genes": list(holdout_genes), "files": files,
+            "merged_booster": merged if merged.get("file") else None,
+            "merged_booster_note": merged.get("note", ""), **(extra or {}),
         }
         write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+MERGED_BOOSTER = "merged_booster.ubj"
+
+
+def _write_merged_booster(tmp: Path, keys: list[str], manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Merge every member's boosters into ``merged_booster.ubj`` (core.merged_booster); on a model
+    that cannot be merged exactly, write nothing and say why (prediction then runs per instance)."""
+    import xgboost as xgb
+
+    from .merged_booster import MergeError, merge_boosters, merged_columns
+
+    features = _feature_union([manifests[k]["feature_names"] for k in keys])
+    fill: dict[str, float] = {}
+    pairs = []
+    try:
+        for k in keys:
+            mf = manifests[k]
+            if mf.get("model_type", "xgboost_ovr") != "xgboost_ovr":
+                raise MergeError(f"member {k} is a {mf['model_type']} instance (only one-vs-rest boosters merge)")
+            for f in mf["feature_names"]:
+                if not is_kmer(f) and fill.setdefault(f, mf["fill_values"][f]) != mf["fill_values"][f]:
+                    raise MergeError(f"members impute feature {f!r} with different fill values")
+            for c in CLASSES:
+                b = xgb.Booster()
+                b.load_model(str(tmp / "instances" / k / mf["boosters"][c]))
+                pairs.append((b, mf["feature_names"]))
+        merged = merge_boosters(pairs, features)
+    except MergeError as exc:
+        return {"note": f"no merged booster ({exc}); prediction runs per instance"}
+    merged.save_model(str(tmp / MERGED_BOOSTER))
+    return {"file": MERGED_BOOSTER, "feature_names": features, "columns": merged_columns(keys, CLASSES),
+            "n_trees": sum(b.num_boosted_rounds() for b, _ in pairs),
+            "note": "all members' boosters in one multi-target booster (one column per member and class); "
+                    "per-member calibration applied to its columns: same numbers as per-instance prediction"}

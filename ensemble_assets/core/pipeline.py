@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from .config import PlatformConfig
 from .dataset import DatasetError, ParquetDataset, open_dataset
 from .io import read_json, sha256_text, write_json, write_parquet
-from .planning import make_plan, plan_table, subset_for_key
+from .planning import check_instance_memory, make_plan, plan_table, subset_for_key
 from .screening import feature_columns, screen_features
 from .training import train_instance
 
@@ -114,6 +114,11 @@ def run_instance(cfg: PlatformConfig, key: str, log: Log = _quiet) -> dict[str, 
     plan = load_plan(cfg)
     subset = subset_for_key(plan, key)
     features, fill = load_features(cfg)
+    if cfg.training.device == "cpu":  # on a GPU the matrix lives in device memory
+        figures = check_instance_memory(subset["n_rows"], subset["n_genes"], len(features),
+                                        label=f"instance {key}")
+        log(f"memory guard: needs ≈ {figures['estimated_peak_bytes'] / 2**30:.2f} GiB of "
+            f"{figures['available_bytes'] / 2**30:.2f} GiB available")
     ds = open_dataset(plan["dataset"])
     return train_instance(ds, subset["genes"], features, fill, cfg.training, cfg.instance_dir(key), key, log)
 

@@ -69,6 +69,39 @@ def available_memory_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
+def genes_fitting_memory(budget_bytes: float, rows_per_gene: float, n_features: int) -> int:
+    """How many genes of ``rows_per_gene`` rows fit one instance's peak-RSS budget (DESIGN §7)."""
+    per_gene = 1.3 * rows_per_gene * (n_features * BYTES_PER_CELL + BYTES_PER_ROW_OVERHEAD)
+    return int((budget_bytes - 0.5 * GIB) // per_gene) if budget_bytes > 0.5 * GIB and per_gene > 0 else 0
+
+
+class MemoryGuardError(PlanError):
+    """An instance would not fit the memory available now; the message says what would."""
+
+
+def check_instance_memory(n_rows: int, n_genes: int, n_features: int, available_bytes: int | None = None,
+                          label: str = "this instance") -> dict[str, Any]:
+    """The memory guard, run before an instance loads any data: its estimated peak RSS
+    (1.3 × the quantized matrix, from the measured bytes per cell, + 0.5 GB) must fit the memory
+    available now (psutil), or it fails fast — with how many genes per instance would fit —
+    instead of being OOM-killed halfway. Returns the figures it compared."""
+    available = available_memory_bytes() if available_bytes is None else int(available_bytes)
+    need = instance_memory_bytes(n_rows, n_features)
+    rows_per_gene = n_rows / max(n_genes, 1)
+    fit = genes_fitting_memory(available, rows_per_gene, n_features)
+    figures = {"estimated_matrix_bytes": matrix_bytes(n_rows, n_features), "estimated_peak_bytes": need,
+               "available_bytes": available, "genes_fitting": fit}
+    if need > available:
+        advice = (f"about {fit} genes per instance would fit: re-plan with genes_per_instance={fit} "
+                  "(--genes-per-instance), or free memory" if fit >= 2 else
+                  "not even 2 genes per instance would fit: free memory first")
+        raise MemoryGuardError(
+            f"{label} would need ≈ {need / GIB:.2f} GiB (quantized matrix ≈ {figures['estimated_matrix_bytes'] / GIB:.2f} "
+            f"GiB for {n_rows:,} rows of {n_genes:,} genes × {n_features} features, ×1.3 + 0.5 GiB) but only "
+            f"{available / GIB:.2f} GiB is available; {advice}. Nothing was loaded.")
+    return figures
+
+
 def make_plan(inventory: pa.Table, n_features: int, settings: PlanSettings = PlanSettings(),
               model_signature: str = "", min_genes_per_instance: int = 2) -> dict[str, Any]:
     """Deterministic plan from the gene inventory: same inventory, settings and memory budget →
@@ -106,8 +139,7 @@ def make_plan(inventory: pa.Table, n_features: int, settings: PlanSettings = Pla
     total_rows = sum(rows[g] for g in train)
     rows_per_gene = total_rows / len(train)
     budget = settings.memory_budget_bytes or int(available_memory_bytes() * settings.memory_fraction)
-    per_gene = 1.3 * rows_per_gene * (n_features * BYTES_PER_CELL + BYTES_PER_ROW_OVERHEAD)
-    fit = int((budget - 0.5 * GIB) // per_gene) if budget > 0.5 * GIB else 0
+    fit = genes_fitting_memory(budget, rows_per_gene, n_features)
     if fit < 2:
         raise PlanError(
             f"memory budget {budget / GIB:.2f} GiB fits {fit} gene(s) per instance "

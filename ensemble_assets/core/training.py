@@ -11,11 +11,18 @@ are streamed once per XGBoost pass from Parquet into a ``QuantileDMatrix``; fold
 as zero weights on the genes a fold model must not learn from, and early stopping reads the log
 loss of the fold's validation genes from XGBoost's own prediction cache (no second matrix, no
 re-predict).
+
+XGBoost walks the iterator several times while it builds the matrix (4 passes on CPU in 3.4).
+Only the first pass reads Parquet: it spills its float32 batches to an anonymous temporary file
+(``TrainingSettings.pass_cache``), and the later passes read them back from there, so the dataset
+is scanned and converted once per instance. The spill lives in the page cache or on disk, never in
+the process's heap, and is deleted as soon as the matrix is built.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -69,6 +76,7 @@ class TrainingSettings:
     nthread: int = 0                   # 0 → all cores
     device: str = "cpu"                # cpu | cuda
     batch_rows: int = 32_768
+    pass_cache: bool = True            # spill the first pass's batches to a temp file (see module doc)
     instance_kind: str = DEFAULT_INSTANCE_KIND   # one of INSTANCE_KINDS
     # scikit-learn kinds: constructor parameters of the estimator (a JSON object; stored as sorted
     # (name, value) pairs), and the row cap of the gene-aware training sample
@@ -112,10 +120,11 @@ class TrainingSettings:
                 raise ValueError(message)
 
     def signature(self) -> str:
-        """Hash of everything that changes the trained model (not threads or batch size). The
+        """Hash of everything that changes the trained model (not threads, batch size, device or
+        the pass cache: they change how fast, not what is trained). The
         instance kind is part of it (a kind's own settings too), so changing it retrains."""
         d = asdict(self)
-        for k in ("nthread", "batch_rows", "device"):
+        for k in ("nthread", "batch_rows", "device", "pass_cache"):
             d.pop(k)
         if self.instance_kind == DEFAULT_INSTANCE_KIND:
             for k in _KIND_FIELDS:
@@ -191,26 +200,74 @@ class SubsetData:
     position: np.ndarray
     base: np.ndarray
     genes: np.ndarray    # sorted gene ids; gene_idx indexes this
+    parquet_passes: int = 1  # passes that read Parquet (the others replayed the pass cache)
+
+
+class _PassCache:
+    """The float32 batches of one complete pass, in an anonymous temporary file (deleted on close)."""
+
+    def __init__(self, directory: str | None = None):
+        self._f = tempfile.TemporaryFile(dir=directory, prefix="ensemble-pass-")
+        self.shapes: list[tuple[int, int]] = []
+        self.complete = False
+        self._read = 0
+
+    def append(self, X: np.ndarray) -> None:
+        self._f.write(memoryview(np.ascontiguousarray(X, dtype=np.float32)).cast("B"))
+        self.shapes.append(X.shape)
+
+    def discard(self) -> None:
+        self._f.seek(0)
+        self._f.truncate()
+        self.shapes, self.complete = [], False
+
+    def rewind(self) -> None:
+        self._f.seek(0)
+        self._read = 0
+
+    def next(self) -> np.ndarray | None:
+        if self._read >= len(self.shapes):
+            return None
+        X = np.empty(self.shapes[self._read], dtype=np.float32)
+        if self._f.readinto(memoryview(X).cast("B")) != X.nbytes:
+            raise RuntimeError("the pass cache file is truncated")
+        self._read += 1
+        return X
+
+    def close(self) -> None:
+        self._f.close()
 
 
 class _BatchIter:
-    """``xgboost.DataIter`` over ``iter_subset_batches``; collects side arrays on pass one."""
+    """``xgboost.DataIter`` over ``iter_subset_batches``; collects side arrays on pass one and,
+    with a ``_PassCache``, replays the later passes from it instead of re-reading Parquet."""
 
     def __new__(cls, *a, **kw):  # subclass lazily so importing this module needs no xgboost
         import xgboost as xgb
 
         class Impl(xgb.DataIter):
-            def __init__(self, make: Callable[[], Iterator[RowBatch]], genes: np.ndarray, names: list[str]):
+            def __init__(self, make: Callable[[], Iterator[RowBatch]], genes: np.ndarray, names: list[str],
+                         cache: _PassCache | None = None):
                 self._make, self._genes, self._it, self._names = make, genes, None, names
                 self.first_pass, self._n = True, 0
+                self.cache, self._exhausted = cache, False
+                self.parquet_passes = 0
                 self.parts: dict[str, list[np.ndarray]] = {"label": [], "gene_idx": [], "position": [], "base": []}
                 super().__init__(release_data=True)
 
             def next(self, input_data: Callable) -> bool:
+                if self.cache is not None and self.cache.complete:
+                    X = self.cache.next()
+                    if X is None:
+                        return False
+                    input_data(data=X, feature_names=self._names)
+                    return True
                 if self._it is None:
                     self._it = self._make()
+                    self.parquet_passes += 1
                 b = next(self._it, None)
                 if b is None:
+                    self._exhausted = True
                     return False
                 idx = np.searchsorted(self._genes, b.gene_id).astype(np.int32)
                 if self.first_pass:
@@ -224,13 +281,22 @@ class _BatchIter:
                     # rows must arrive in the same order on every pass, or labels would misalign
                     raise RuntimeError(f"row order changed between passes over the data (batch {self._n})")
                 self._n += 1
+                if self.cache is not None:
+                    self.cache.append(b.X)
                 input_data(data=b.X, feature_names=self._names)
                 return True
 
             def reset(self) -> None:
                 if self._it is not None:
                     self.first_pass = False
-                self._it, self._n = None, 0
+                    if self.cache is not None:
+                        if self._exhausted:
+                            self.cache.complete = True
+                        else:  # a pass that stopped early: the cache holds part of the rows
+                            self.cache.discard()
+                if self.cache is not None:
+                    self.cache.rewind()
+                self._it, self._n, self._exhausted = None, 0, False
 
         return Impl(*a, **kw)
 
@@ -252,11 +318,16 @@ def load_subset(ds: ParquetDataset, genes: Sequence[str], features: Sequence[str
     import xgboost as xgb
 
     gene_arr = np.asarray(sorted(set(genes)), dtype=object)
+    cache = _PassCache() if settings.pass_cache else None
     it = _BatchIter(lambda: iter_subset_batches(ds, gene_arr.tolist(), features, fill, settings.batch_rows),
-                    gene_arr, list(features))
-    dm = xgb.QuantileDMatrix(it, max_bin=settings.max_bin, nthread=settings.nthread or None, ref=ref)
+                    gene_arr, list(features), cache)
+    try:
+        dm = xgb.QuantileDMatrix(it, max_bin=settings.max_bin, nthread=settings.nthread or None, ref=ref)
+    finally:
+        if cache is not None:
+            cache.close()
     cat = gather_rows(it.parts, gene_arr, ds)
-    return SubsetData(dm, cat["label"], cat["gene_idx"], cat["position"], cat["base"], gene_arr)
+    return SubsetData(dm, cat["label"], cat["gene_idx"], cat["position"], cat["base"], gene_arr, it.parquet_passes)
 
 
 def _logloss(p: np.ndarray, y: np.ndarray) -> float:
@@ -434,6 +505,8 @@ def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[
                    "total_seconds": round(elapsed, 3)}
         if kind.model_type.startswith("xgboost"):
             timings["xgboost_train_seconds"] = round(fit_seconds, 3)
+        if getattr(data, "parquet_passes", None) is not None:
+            timings["parquet_passes"] = data.parquet_passes
         manifest = {
             "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "kind": "instance",
             "model_type": kind.model_type, "tree_model": kind.tree_model,

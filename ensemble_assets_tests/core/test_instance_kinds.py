@@ -231,7 +231,7 @@ def test_instance_kind_is_part_of_the_partition_identity(source):
     base = TrainingSettings()
     # the default kind keeps the signature (and partition keys) of format version 1
     legacy = asdict(base)
-    for k in ("nthread", "batch_rows", "device", "instance_kind", "estimator_params", "max_sample_rows"):
+    for k in ("nthread", "batch_rows", "device", "pass_cache", "instance_kind", "estimator_params", "max_sample_rows"):
         legacy.pop(k)
     assert base.signature() == sha256_text(repr(sorted(legacy.items())))[:12]
     sigs = {k: replace(base, instance_kind=k).signature() for k in KINDS}
