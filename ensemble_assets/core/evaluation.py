@@ -266,6 +266,9 @@ def score_model(name: str, kind: str, rows: ScoredRows, threshold: float | np.nd
     if has_base:
         out["base_errors_at_0.5"] = out["base_splice_fp"] + out["base_splice_fn"]
         out["errors_vs_base"] = out["errors"] / out["base_errors_at_0.5"] if out["base_errors_at_0.5"] else None
+        # calibrated probabilities at 0.5 are the error-minimising decision (F1-optimal thresholds are not)
+        out["errors_at_0.5_vs_base"] = ((at05["fp"] + at05["fn"]) / out["base_errors_at_0.5"]
+                                        if out["base_errors_at_0.5"] else None)
         if base_threshold is not None:
             bt = np.asarray(base_threshold, dtype=np.float64)
             b = binary_splice_metrics(rows.y_splice, rows.base_splice, bt)

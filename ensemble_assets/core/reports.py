@@ -59,7 +59,8 @@ def _consolidated(cfg: PlatformConfig) -> tuple[Path, dict[str, Any], dict[str, 
 
 HEADLINE = [("splice_f1", "splice F1 (OOF thr)"), ("splice_f1_at_0.5", "splice F1 @0.5"), ("splice_ap", "splice AP"),
             ("splice_roc_auc", "ROC-AUC"), ("splice_fp", "FP"), ("splice_fn", "FN"),
-            ("errors_vs_base", "FP+FN / base@0.5"), ("macro_f1", "macro F1"), ("macro_ap", "macro AP"),
+            ("errors_vs_base", "FP+FN / base@0.5"), ("errors_at_0.5_vs_base", "FP+FN@0.5 / base@0.5"),
+            ("macro_f1", "macro F1"), ("macro_ap", "macro AP"),
             ("topk_splice", "top-k"), ("ece_uniform_neither", "ECE neither"), ("ece_uniform_donor", "ECE donor"),
             ("ece_uniform_acceptor", "ECE acceptor")]
 
@@ -77,7 +78,7 @@ def headline_rows(table: list[dict[str, Any]], models: tuple[str, ...] | None = 
             at05 = {"model": "base @0.5", "threshold": 0.5, "splice F1 (OOF thr)": r.get("base_splice_f1"),
                     "splice F1 @0.5": r.get("base_splice_f1"), "splice AP": r.get("splice_ap"),
                     "ROC-AUC": r.get("splice_roc_auc"), "FP": r.get("base_splice_fp"), "FN": r.get("base_splice_fn"),
-                    "FP+FN / base@0.5": 1.0}
+                    "FP+FN / base@0.5": 1.0, "FP+FN@0.5 / base@0.5": 1.0}
             out.append(at05)
         out.append(row)
     return out

@@ -67,3 +67,18 @@ def test_structural_leak_columns_are_caught_when_re_included(tiny_dataset):
     clean, fill = feature_columns(screen_features(ds, genes, ScreeningSettings(), threads=1))
     offenders, info = separating_features(ds, genes, clean, fill, 0.99)
     assert offenders == [] and info["max_auc"] < 0.99 and info["rows"] > 0
+
+
+@pytest.mark.realdata
+def test_atha_structural_leak_columns_are_caught_and_real_features_are_not(atha_chr1):
+    """On the real Arabidopsis chromosome, the back-filled structural columns separate splice
+    sites alone (this is how a model reaches F1 1.00); the base scores do not."""
+    ds = open_dataset(atha_chr1)
+    genes = sorted(set(pq.read_table(ds.files[0], columns=["gene_id"]).column(0).to_pylist()))[:80]
+    leaks = ["num_exons", "avg_exon_length", "median_exon_length", "total_exon_length", "total_intron_length",
+             "distance_to_start", "distance_to_end", "has_tx_info", "missing_transcript_feats"]
+    real = ["donor_score", "acceptor_score", "splice_probability", "gc_content", "3mer_GTA", "gene_length"]
+    offenders, info = separating_features(ds, genes, leaks + real, {f: 0.0 for f in leaks + real}, 0.99)
+    flagged = {o["feature"] for o in offenders}
+    assert set(leaks) <= flagged and not (set(real) & flagged)
+    assert info["genes"] == 80
