@@ -20,7 +20,10 @@ INSTANCE_TRAINING_POOL = "instance_training"
 def apply_training_capacity(instance: dg.DagsterInstance, plan: dict) -> TrainingCapacity:
     """Set the pool's limit from the plan; return the capacity (for the plan's metadata)."""
     cap = training_capacity(plan)
-    instance.event_log_storage.set_concurrency_slots(INSTANCE_TRAINING_POOL, cap.parallel_instances)
+    try:
+        instance.event_log_storage.set_concurrency_slots(INSTANCE_TRAINING_POOL, cap.parallel_instances)
+    except NotImplementedError:  # a storage without global concurrency: nothing to limit
+        pass
     return cap
 
 

@@ -1,6 +1,9 @@
-"""The executor of every job: multiprocess (default), in-process, or a dask.distributed cluster.
+"""The executor of every job: in-process (default), multiprocess, or a dask.distributed cluster.
 
-Selected per run by configuration (the Launchpad, a backfill's or a sensor's run config)::
+In-process by default because every run is already its own process — one run per instance_model
+partition, and the plan and consolidation runs are chains of steps — so the multiprocess
+executor's extra process per step only adds start-up time. Another executor is selected per run
+by configuration (the Launchpad, a backfill's or a sensor's run config)::
 
     execution:
       config:
@@ -17,7 +20,7 @@ dataset path and the instance storage (a shared filesystem, or Postgres) like an
 
 ``dagster_dask`` (and ``dask.distributed``, ~150 MB resident) is imported only by runs that
 select Dask; the cluster schema below mirrors ``dagster_dask.dask_executor``'s (a test keeps them
-equal). Step retries (``RetryPolicy``) and pools are honoured by the multiprocess executor; the
+equal). Step retries (``RetryPolicy``) and pools are honoured by the in-process and multiprocess executors; the
 Dask executor does not retry steps (run-level retries, dagster.yaml ``run_retries``, still apply)
 and pools limit runs only through the run queue (``granularity: run``).
 
@@ -131,7 +134,7 @@ def default_execution() -> dict:
     address = os.environ.get(DASK_SCHEDULER_ENV, "").strip()
     if address:
         return {"dask": {"cluster": {"existing": {"address": address}}}}
-    return {"multiprocess": {}}
+    return {"in_process": {}}
 
 
 def _requirements(executor_config: dict):
@@ -140,7 +143,7 @@ def _requirements(executor_config: dict):
 
 
 @dg.executor(
-    name="multiprocess_or_dask",
+    name="ensemble_executor",
     config_schema=dg.Field(
         dg.Selector({"multiprocess": MULTI_PROC_CONFIG, "in_process": IN_PROC_CONFIG, "dask": DASK_CONFIG}),
         default_value=default_execution(),
@@ -148,7 +151,8 @@ def _requirements(executor_config: dict):
     requirements=_requirements,
 )
 def ensemble_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
-    """Multiprocess by default; ``dask`` runs the steps on a dask.distributed cluster."""
+    """In-process by default; ``multiprocess`` runs each step in its own process, ``dask`` on a
+    dask.distributed cluster."""
     ((kind, config),) = init_context.executor_config.items()
     if kind == "dask":
         ((cluster_type, cluster_config),) = config["cluster"].items()

@@ -265,19 +265,21 @@ def test_dagster_yaml_configures_queue_pools_retries_monitoring_and_no_telemetry
 
 # -- executor ------------------------------------------------------------------------------------------
 
-def test_executor_is_multiprocess_by_default_and_dask_by_configuration(monkeypatch):
+def test_executor_is_in_process_by_default_and_dask_by_configuration(monkeypatch):
     job = defs.resolve_job_def("instance_training_job")
     assert job.executor_def is ensemble_executor
-    assert set(dg.validate_run_config(job, {})["execution"]["multiprocess_or_dask"]) == {"multiprocess"}
+    assert set(dg.validate_run_config(job, {})["execution"]["ensemble_executor"]) == {"in_process"}
+    assert set(dg.validate_run_config(job, {"execution": {"config": {"multiprocess": {}}}})["execution"][
+        "ensemble_executor"]) == {"multiprocess"}
     dask = {"execution": {"config": {"dask": {"cluster": {"existing": {"address": "tcp://10.0.0.5:8786"}}}}}}
-    chosen = dg.validate_run_config(job, dask)["execution"]["multiprocess_or_dask"]
+    chosen = dg.validate_run_config(job, dask)["execution"]["ensemble_executor"]
     assert chosen == {"dask": {"cluster": {"existing": {"address": "tcp://10.0.0.5:8786"}}}}
     with pytest.raises(dg.DagsterInvalidConfigError):
         dg.validate_run_config(job, {"execution": {"config": {"dask": {"cluster": {"nowhere": {}}}}}})
     monkeypatch.setenv(DASK_SCHEDULER_ENV, "tcp://10.0.0.5:8786")   # the code location's default
     assert default_execution() == {"dask": {"cluster": {"existing": {"address": "tcp://10.0.0.5:8786"}}}}
     monkeypatch.delenv(DASK_SCHEDULER_ENV)
-    assert default_execution() == {"multiprocess": {}}
+    assert default_execution() == {"in_process": {}}
 
 
 def test_dask_cluster_schema_mirrors_dagster_dask():

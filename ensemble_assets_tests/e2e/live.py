@@ -167,3 +167,46 @@ class DagsterDev:
 
         with urllib.request.urlopen(self.url + path, timeout=30) as r:
             return r.read().decode()
+
+
+# -- headless Chromium -------------------------------------------------------------------------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1600,1000"]
+
+
+def chromium_binary() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium(args: list[str], profile: Path, timeout: float) -> str:
+    """Run Chromium in its own process group; the whole group is killed if it outlives ``timeout``."""
+    cmd = [chromium_binary(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return out
+    finally:
+        if group_members(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def rendered_text(url: str, profile: Path, budget_ms: int = 20000, timeout: float = 120) -> str:
+    """The page's text after the single-page app rendered it (``--dump-dom`` after a virtual-time
+    budget), scripts and styles removed."""
+    import re
+
+    html = _chromium([f"--virtual-time-budget={budget_ms}", "--dump-dom", url], profile, timeout)
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
+
+
+def screenshot(url: str, out: Path, profile: Path, budget_ms: int = 20000, timeout: float = 120) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _chromium([f"--virtual-time-budget={budget_ms}", f"--screenshot={out}", url], profile, timeout)
+    return out

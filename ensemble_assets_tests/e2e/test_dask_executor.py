@@ -1,6 +1,6 @@
 """Scale-out: two instance_model partitions trained on a dask.distributed LocalCluster of two worker
-processes (the Dask executor, selected by run config) give the same models as the default
-(multiprocess) executor."""
+processes (the Dask executor, selected by run config) give the same models as the default (in-process)
+executor."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_two_partitions_on_a_dask_local_cluster_match_the_default_executor(tiny_
         keys = sorted(instance.get_dynamic_partitions(gene_subsets.name))[:2]
         assert len(keys) == 2
 
-        run_partitions(home, cfg.root, keys, {"multiprocess": {}})
+        run_partitions(home, cfg.root, keys, {"in_process": {}})      # the default executor
         reference = {k: model_identity(cfg, k) for k in keys}
         for k in keys:                                   # forget the models: Dask must train them anew
             shutil.rmtree(cfg.instance_dir(k))
