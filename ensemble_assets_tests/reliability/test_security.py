@@ -196,10 +196,20 @@ SERVER_ARGV = (("dagster", "dev"), ("dagster", "api", "grpc"), ("dagster", "code
 
 
 def _server_argvs(tree: ast.AST):
-    """String lists/tuples in Python source that are the argv of a server (subprocess style)."""
+    """String lists/tuples in Python source that are the argv of a server (subprocess style);
+    names bound to a string constant anywhere in the module count as that string."""
+    consts = {t.id: n.value.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+              and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+              for t in n.targets if isinstance(t, ast.Name)}
+
+    def word(e: ast.AST) -> str:
+        if isinstance(e, ast.Constant) and isinstance(e.value, str):
+            return e.value
+        return consts.get(e.id, "") if isinstance(e, ast.Name) else ""
+
     for node in ast.walk(tree):
         if isinstance(node, (ast.List, ast.Tuple)):
-            words = [e.value if isinstance(e, ast.Constant) and isinstance(e.value, str) else "" for e in node.elts]
+            words = [word(e) for e in node.elts]
             tails = [w.rsplit("/", 1)[-1] for w in words]
             for start in range(len(tails)):
                 if any(tuple(tails[start:start + len(s)]) == s for s in SERVER_ARGV):
@@ -223,8 +233,8 @@ def test_the_server_scanners_find_a_command_without_a_loopback_host():
     assert SERVER_COMMAND.search("\t$(VENV)/dagster dev -p 3000") and not LOOPBACK.search("$(VENV)/dagster dev -p 3000")
     assert LOOPBACK.search("dagster dev -h 127.0.0.1 -p 3000") and LOOPBACK.search("dagster dev --host=localhost")
     assert not SERVER_COMMAND.search('"dagster-webserver==1.13.27",')
-    tree = ast.parse('cmd = [sys.executable, "-m", "dagster", "dev", "-p", "3000"]\n'
-                     'ok = ["/venv/bin/dagster-webserver", "-h", "127.0.0.1"]\n')
+    tree = ast.parse('HOST = "127.0.0.1"\ncmd = [sys.executable, "-m", "dagster", "dev", "-p", "3000"]\n'
+                     'ok = ["/venv/bin/dagster-webserver", "-h", HOST]\n')
     assert [argv[2:4] for _, argv in _server_argvs(tree)] == [["dagster", "dev"], ["127.0.0.1"]]
 
 
