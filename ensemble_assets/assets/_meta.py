@@ -1,6 +1,7 @@
 """Small helpers that turn core results into Dagster metadata."""
 
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -24,3 +25,10 @@ def metric_meta(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
             "base_splice_f1", "base_splice_ap", "delta_fp", "delta_fn", "topk_splice")
     return {f"{prefix}{k}": dg.MetadataValue.float(float(metrics[k])) if isinstance(metrics.get(k), float)
             else metrics[k] for k in keys if metrics.get(k) is not None}
+
+
+def md_image(path: str | Path, title: str) -> dg.MetadataValue:
+    """A PNG shown inline in the Dagster UI (Markdown with a data URI), with its file path beneath."""
+    from ..core.plots import png_data_uri
+
+    return dg.MetadataValue.md(f"![{title}]({png_data_uri(path)})\n\n`{path}`")

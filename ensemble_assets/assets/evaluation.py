@@ -2,25 +2,18 @@
 gene_coverage_report, instance_performance and consolidation_summary."""
 
 
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from ..core import reports
-from ..core.plots import png_data_uri
 from ..core.schema import CLASSES
 from ..resources import EnsembleResource
-from ._meta import OWNERS, md_table
+from ._meta import OWNERS, md_image, md_table
 from .consolidation import consolidated_model
 from .plan import training_plan
 
 GROUP = "evaluation"
-
-
-def md_image(path: str | Path, title: str) -> dg.MetadataValue:
-    """A PNG shown inline in the Dagster UI (data URI), with its file path beneath."""
-    return dg.MetadataValue.md(f"![{title}]({png_data_uri(path)})\n\n`{path}`")
 
 
 def _float(v: Any) -> Any:

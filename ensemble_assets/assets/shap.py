@@ -2,8 +2,6 @@
 consolidated model, with tables, the legacy CSV and plots shown in the UI."""
 
 
-import base64
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -14,7 +12,7 @@ from ..core.model import ModelError
 from ..core.schema import CLASSES
 from ..partitions import gene_subsets
 from ..resources import EnsembleResource
-from ._meta import OWNERS, md_table
+from ._meta import OWNERS, md_image, md_table
 from .consolidation import consolidated_model
 from .instances import instance_model
 
@@ -34,12 +32,6 @@ def shap_settings(config: ShapConfig, training_threads: int = 0) -> ShapSettings
     return ShapSettings(sample_rows=config.sample_rows, seed=config.seed, chunk_rows=config.chunk_rows,
                         top_n=config.top_n, beeswarm_features=max(config.top_n, 20),
                         nthread=config.nthread or training_threads)
-
-
-def image_md(path: Path, title: str) -> dg.MetadataValue:
-    """A PNG shown inline in the UI (Markdown with a data URI) and its path."""
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{data})\n\n`{path}`")
 
 
 def _top_rows(top: dict[str, list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
@@ -109,7 +101,7 @@ def ensemble_shap(context: dg.AssetExecutionContext, ensemble: EnsembleResource,
     agree = [{"scope": scope, **v} for scope, v in s["instance_agreement"].items()]
     fta = s["feature_type_analysis"]
     groups = [{"group": g, "features": v["n_features"], "share": v["share_mean"]} for g, v in fta["groups"].items()]
-    plots = {f"plot_{name}": image_md(out / rel, name.replace("_", " ")) for name, rel in s["plots"].items()}
+    plots = {f"plot_{name}": md_image(out / rel, name.replace("_", " ")) for name, rel in s["plots"].items()}
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(out)),
         "summary": dg.MetadataValue.path(str(out / "shap_analysis_summary.json")),
