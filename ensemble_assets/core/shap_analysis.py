@@ -378,6 +378,11 @@ def explain_instances(ds: ParquetDataset, models: Mapping[str, Any], settings: S
     settings is reused; the others are computed (their samples read in one pass) and written
     there. Returns the results and the keys that were computed now."""
     cache_dir = Path(cache_dir)
+    other = {k: m.manifest.get("model_type") for k, m in models.items()
+             if m.manifest.get("model_type", "xgboost_ovr") != "xgboost_ovr"}
+    if other:
+        raise ValueError("ensemble SHAP explains instances of three one-vs-rest XGBoost boosters (xgboost_ovr); "
+                         + ", ".join(f"{k} is {t}" for k, t in other.items()))
     results: dict[str, InstanceShap] = {}
     todo, prints = [], {}
     for key, m in models.items():

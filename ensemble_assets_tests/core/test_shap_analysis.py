@@ -281,3 +281,13 @@ def test_sampled_rows_are_the_datasets_rows_and_one_pass_equals_separate_passes(
         direct = to_feature_matrix(table.take(idx), model.features, model.fill)
         assert np.array_equal(sample.X, direct)
         assert sample.X.shape == (120, len(model.features))
+
+
+def test_instances_of_another_model_type_are_refused_by_name(tmp_path):
+    from types import SimpleNamespace
+
+    from ensemble_assets.core.shap_analysis import explain_instances
+
+    stub = SimpleNamespace(manifest={"model_type": "xgboost_softprob"})
+    with pytest.raises(ValueError, match="s07-x is xgboost_softprob"):
+        explain_instances(None, {"s07-x": stub}, ShapSettings(), tmp_path)
