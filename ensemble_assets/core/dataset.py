@@ -237,7 +237,9 @@ def iter_subset_batches(
 
         dset = pads.dataset(ds.file_strings, schema=ds.schema, format="parquet")
         flt = pc.field(GENE_COLUMN).isin(gene_table.column(0)) if gene_table is not None else None
-        batches = dset.to_batches(columns=wanted, filter=flt, batch_size=batch_rows, use_threads=False)
+        # no readahead: one file's row group decoded at a time bounds the memory of a scan
+        batches = dset.to_batches(columns=wanted, filter=flt, batch_size=batch_rows, use_threads=False,
+                                  batch_readahead=1, fragment_readahead=1)
         for batch in _rebatch(batches, batch_rows):
             yield _batch_to_rows(batch, features, fill, source)
     else:
