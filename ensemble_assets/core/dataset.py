@@ -333,8 +333,9 @@ def iter_subset_batches(
 
         dset = pads.dataset(ds.file_strings, schema=ds.schema, format="parquet")
         flt = pc.field(GENE_COLUMN).isin(gene_table.column(0)) if gene_table is not None else None
-        batches = _rebatch(dset.to_batches(columns=wanted, filter=flt, batch_size=batch_rows, use_threads=False),
-                           batch_rows)
+        # no readahead: one file's row group decoded at a time bounds the memory of a scan
+        batches = _rebatch(dset.to_batches(columns=wanted, filter=flt, batch_size=batch_rows, use_threads=False,
+                                           batch_readahead=1, fragment_readahead=1), batch_rows)
         while True:
             with read_errors(ds, wanted):
                 batch = next(batches, None)

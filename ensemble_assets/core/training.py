@@ -75,7 +75,7 @@ class TrainingSettings:
     seed: int = 42
     nthread: int = 0                   # 0 → all cores
     device: str = "cpu"                # cpu | cuda
-    batch_rows: int = 32_768
+    batch_rows: int = 8_192             # rows per streamed batch (its size bounds the loading peak)
     pass_cache: bool = True            # spill the first pass's batches to a temp file (see module doc)
     instance_kind: str = DEFAULT_INSTANCE_KIND   # one of INSTANCE_KINDS
     # scikit-learn kinds: constructor parameters of the estimator (a JSON object; stored as sorted
