@@ -242,6 +242,29 @@ def cmd_instance(args: argparse.Namespace) -> int:
     return cmd_report(args)
 
 
+def cmd_load_peak(args: argparse.Namespace) -> int:
+    """The loading peak of the plan's instance (fresh process per batch size): where an
+    instance's peak RSS is reached (before the first tree), for each streamed batch size."""
+    from .core import pipeline
+    from .core.scaling import measure_matrix
+
+    spec = spec_of(args)
+    prepare(args.root, spec, args.workers, args.threads)
+    cfg = bench_config(args.root, spec, nthread=args.threads)
+    subset = pipeline.load_plan(cfg)["subsets"][args.index]
+    features, fill = pipeline.load_features(cfg)
+    runs = []
+    for rows in (int(b) for b in args.batch_rows.split(",")):
+        m = measure_matrix(cfg.dataset, subset["genes"], features, fill, replace(cfg.training, batch_rows=rows))
+        budget = 1.3 * m["matrix_bytes_measured"] + 0.5 * GIB
+        runs.append({"batch_rows": rows, **m, "budget_bytes": int(budget),
+                     "peak_over_budget": round(m["peak_rss_after_load_bytes"] / budget, 3)})
+        print(f"batch {rows}: peak {m['peak_rss_after_load_bytes'] / GIB:.2f} GiB, budget {budget / GIB:.2f} GiB",
+              file=sys.stderr, flush=True)
+    save_result(args.root, "load_peak", {"genes": len(subset["genes"]), "runs": runs})
+    return cmd_report(args)
+
+
 def _inventory_rows(cfg: PlatformConfig) -> tuple[list[str], list[int]]:
     import pyarrow.parquet as pq
 
@@ -599,14 +622,15 @@ def render(root: Path) -> str:
         lines += ["## One instance: memory and platform overhead", "",
                   f"{inst['genes']:,} genes, {inst['rows']:,} rows × {inst['features']} features; "
                   f"{inst['settings']['n_folds']}-fold CV × 3 classes + 3 final boosters "
-                  f"(≤{inst['settings']['n_estimators']} rounds, early stopping), nthread={inst['settings']['nthread']}.",
+                  f"(capped at {inst['settings']['n_estimators']} rounds each, see the notes), "
+                  f"batches of {inst['settings']['batch_rows']:,} rows, nthread={inst['settings']['nthread']}.",
                   "", "| figure | measured | budget | met |", "|---|---|---|---|",
                   f"| quantized matrix (RSS growth of a fresh process building it) | {_gib(inst['matrix_bytes'])} "
                   f"({inst['matrix']['bytes_per_cell_measured']} B/cell) | – | – |",
                   f"| plan's estimate (matrix + side arrays) / measured | {inst['estimate_over_measured']} × | 0.75–1.25 × | "
                   f"{'yes' if 0.75 <= inst['estimate_over_measured'] <= 1.25 else 'no'} |",
                   f"| peak RSS of the instance (fresh process) | {_gib(inst['peak_rss_bytes'])} = "
-                  f"{inst['peak_rss_over_matrix']} × matrix | ≤ 1.3 × + 0.5 GB = {_gib(inst['peak_rss_budget_bytes'])} | "
+                  f"{inst['peak_rss_over_matrix']} × matrix | ≤ 1.3 × + 0.5 GiB = {_gib(inst['peak_rss_budget_bytes'])} | "
                   f"{'yes' if inst['peak_rss_within_budget'] else 'no'} |",
                   f"| instance wall time / its xgboost.train calls | {inst['instance']['wall_seconds']:.0f} s / "
                   f"{t['xgboost_train_seconds']:.0f} s = {inst['wall_over_xgboost_train']} × | ≤ 1.15 × | "
@@ -616,6 +640,23 @@ def render(root: Path) -> str:
                       f"{inst['instance']['oof_macro_f1']:.4f} (genes each fold model did not train on). "
                       "MetaSpliceAI: 12–15 GB per 1,500-gene instance.", "",
                   f"Command: `{inst['command']}`  ", f"Machine: {_machine_line(inst)}", ""]
+        lp = _load(root, "load_peak")
+        if lp:
+            lines += [f"Loading peak of the same instance by streamed batch size (fresh process each; the "
+                      f"instance's peak is reached here, before the first tree; `{lp['command']}`, measured "
+                      f"{lp['measured_at']}):", "", "| batch rows | quantized matrix | peak RSS while loading | "
+                      "budget 1.3 × + 0.5 GiB | met |", "|---|---|---|---|---|"]
+            lines += [f"| {r['batch_rows']:,} | {_gib(r['matrix_bytes_measured'])} | {_gib(r['peak_rss_after_load_bytes'])} "
+                      f"| {_gib(r['budget_bytes'])} | {'yes' if r['peak_over_budget'] <= 1 else 'no'} |" for r in lp["runs"]]
+            lines += [""]
+        first = _load(root, "instance_batch32768")
+        if first:
+            lines += [f"First run, the same instance with the foundation's 32,768-row batches: peak RSS "
+                      f"{_gib(first['peak_rss_bytes'])} = {first['peak_rss_over_matrix']} × matrix "
+                      f"({_gib(first['matrix_bytes'])}) against a budget of {_gib(first['peak_rss_budget_bytes'])}: "
+                      f"{'met' if first['peak_rss_within_budget'] else 'NOT met'}; wall / xgboost.train "
+                      f"{first['wall_over_xgboost_train']} × ({first['instance']['wall_seconds']:.0f} s / "
+                      f"{first['instance']['timings']['xgboost_train_seconds']:.0f} s); measured {first['measured_at']}.", ""]
     sc = _load(root, "scaling")
     if sc:
         lines += ["## Scaling: 1k genes to every gene", "", sc["scope"] + ".", "",
@@ -723,6 +764,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--genes", type=int, default=0, help="only the first N genes of that subset (0: all)")
     s.add_argument("--n-estimators", type=int, default=TrainingSettings.n_estimators)
     s.set_defaults(func=cmd_instance)
+    s = common(sub.add_parser("load-peak", help="the instance's loading peak for several batch sizes"))
+    s.add_argument("--index", type=int, default=0)
+    s.add_argument("--batch-rows", default="32768,8192")
+    s.set_defaults(func=cmd_load_peak)
     s = common(sub.add_parser("scaling", help="matrix, time and memory from 1k genes to all genes"))
     s.add_argument("--points", default="1000,3000,9280")
     s.add_argument("--rounds", type=int, default=10)
