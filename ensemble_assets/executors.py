@@ -104,7 +104,7 @@ def run_scoped_dask_executor(cluster_type: str, cluster_config: dict) -> dg.Exec
             elif self.cluster_type in _CLUSTER_CLASSES:
                 module, cls = _CLUSTER_CLASSES[self.cluster_type]
                 kwargs = self.build_dict(job_name)
-                if self.cluster_type == "local":  # loopback by default: Dask's own default is 0.0.0.0
+                if self.cluster_type == "local":  # loopback by default: Dask's own default listens on every interface
                     kwargs.setdefault("host", "127.0.0.1")
                     kwargs.setdefault("dashboard_address", "127.0.0.1:0")
                 cluster = created = getattr(importlib.import_module(module), cls)(**kwargs)
