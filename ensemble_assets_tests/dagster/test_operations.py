@@ -15,9 +15,9 @@ import yaml
 from ensemble_assets.assets import (consolidated_model, feature_screening, gene_inventory, instance_model,
                                     training_plan)
 from ensemble_assets.automation import ALL_PARTITIONS_MATERIALIZED, ensemble_automation_sensor
-from ensemble_assets.concurrency import INSTANCE_TRAINING_POOL, pool_limit
+from ensemble_assets.concurrency import INSTANCE_TRAINING_POOL, instance_threads, pool_limit
 from ensemble_assets.core import pipeline
-from ensemble_assets.core.capacity import threads_for, training_capacity
+from ensemble_assets.core.capacity import machine_cores, threads_for, training_capacity
 from ensemble_assets.definitions import defs
 from ensemble_assets.executors import DASK_CONFIG, DASK_SCHEDULER_ENV, default_execution, ensemble_executor
 from ensemble_assets.orchestration import materialize
@@ -237,6 +237,16 @@ def test_threads_respect_a_lower_configured_thread_count():
     assert threads_for(2, configured=0, cores=8) == 4
     assert threads_for(2, configured=1, cores=8) == 1
     assert threads_for(3, configured=8, cores=8) == 2
+
+
+def test_queued_runs_share_the_cores_and_sequential_cli_runs_use_them_all():
+    with dg.instance_for_test() as instance:
+        assert pool_limit(instance) == 1                       # no limit set by a plan yet: one at a time
+        instance.event_log_storage.set_concurrency_slots(INSTANCE_TRAINING_POOL, 2)
+        cores = machine_cores()
+        assert instance_threads(instance, configured=0) == (max(1, cores // 2), 2)
+        assert instance_threads(instance, configured=0, sequential=True) == (cores, 1)
+        assert instance_threads(instance, configured=1, sequential=True) == (1, 1)
 
 
 def test_materializing_the_plan_sets_the_pool_limit(planned):
