@@ -21,7 +21,8 @@ INSTANCE_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=20, backoff=dg.Backo
 
 
 @dg.asset(
-    group_name="training", kinds={"xgboost", "parquet"}, owners=OWNERS, code_version=INSTANCE_CODE_VERSION,
+    group_name="training", kinds={"xgboost", "scikitlearn", "parquet"}, owners=OWNERS,
+    code_version=INSTANCE_CODE_VERSION,
     partitions_def=gene_subsets, deps=[training_plan],
     pool=INSTANCE_TRAINING_POOL, retry_policy=INSTANCE_RETRY_POLICY,
     description="A complete meta-model on one gene subset: gene-aware stratified CV, three one-vs-rest "
