@@ -5,7 +5,8 @@ sets the pool's limit to the number of instances whose estimated peak memory fit
 (``core.capacity.training_capacity``); each instance run then trains with
 ``⌊cores / limit⌋`` XGBoost threads, so parallel instances × threads ≤ cores. With
 ``concurrency.pools.granularity: run`` (dagster.yaml) a run that finds no free slot waits in the
-queue instead of starting a process.
+queue instead of starting a process. ``ensemble-assets train`` trains in-process, one partition
+after another, so its runs (tagged ``ensemble_assets/sequential``) use every core.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import dagster as dg
 from .core.capacity import TrainingCapacity, threads_for, training_capacity
 
 INSTANCE_TRAINING_POOL = "instance_training"
+# set on the in-process runs of `ensemble-assets train`, which trains one partition after another
+SEQUENTIAL_RUN_TAG = "ensemble_assets/sequential"
 
 
 def apply_training_capacity(instance: dg.DagsterInstance, plan: dict) -> TrainingCapacity:
@@ -39,7 +42,9 @@ def pool_limit(instance: dg.DagsterInstance) -> int:
     return int(instance.global_op_concurrency_default_limit or 1)
 
 
-def instance_threads(instance: dg.DagsterInstance, configured: int = 0) -> tuple[int, int]:
-    """(XGBoost threads for one instance run, the pool limit they were derived from)."""
-    limit = pool_limit(instance)
+def instance_threads(instance: dg.DagsterInstance, configured: int = 0, sequential: bool = False) -> tuple[int, int]:
+    """(XGBoost threads for one instance run, the number of instances that may run beside it).
+    Runs from the queue share the cores with up to ``pool_limit`` others; a sequential in-process
+    run (``ensemble-assets train``) trains alone and may use them all."""
+    limit = 1 if sequential else pool_limit(instance)
     return threads_for(limit, configured), limit

@@ -12,6 +12,7 @@ import dagster as dg
 
 from .assets import instance_model
 from .assets.instances import INSTANCE_CODE_VERSION
+from .concurrency import SEQUENTIAL_RUN_TAG
 from .core.config import PlatformConfig
 from .resources import EnsembleResource
 
@@ -68,5 +69,6 @@ def materialize(cfg: PlatformConfig, instance: dg.DagsterInstance, selection: Se
         resources={"ensemble": EnsembleResource(data_root=cfg.data_root)},
         selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks_for_assets(*selection),
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **(run_config or {})},
+        tags={SEQUENTIAL_RUN_TAG: "true"},  # one partition at a time: each may use every core
     )
     return result.success, failure_messages(result)

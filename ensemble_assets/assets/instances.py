@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import dagster as dg
 
-from ..concurrency import INSTANCE_TRAINING_POOL, instance_threads
+from ..concurrency import INSTANCE_TRAINING_POOL, SEQUENTIAL_RUN_TAG, instance_threads
 from ..core import pipeline
 from ..core.planning import PlanError
 from ..partitions import gene_subsets
@@ -33,7 +33,8 @@ INSTANCE_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=20, backoff=dg.Backo
 def instance_model(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
     cfg = ensemble.config()
     key = context.partition_key
-    threads, limit = instance_threads(context.instance, cfg.training.nthread)
+    threads, limit = instance_threads(context.instance, cfg.training.nthread,
+                                      sequential=context.run.tags.get(SEQUENTIAL_RUN_TAG) == "true")
     cfg = replace(cfg, training=replace(cfg.training, nthread=threads))
     context.log.info(f"pool {INSTANCE_TRAINING_POOL}: up to {limit} parallel instance(s); "
                      f"training with {threads} XGBoost thread(s)")

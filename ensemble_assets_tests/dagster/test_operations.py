@@ -15,9 +15,9 @@ import yaml
 from ensemble_assets.assets import (consolidated_model, feature_screening, gene_inventory, instance_model,
                                     training_plan)
 from ensemble_assets.automation import ALL_PARTITIONS_MATERIALIZED, ensemble_automation_sensor
-from ensemble_assets.concurrency import INSTANCE_TRAINING_POOL, pool_limit
+from ensemble_assets.concurrency import INSTANCE_TRAINING_POOL, instance_threads, pool_limit
 from ensemble_assets.core import pipeline
-from ensemble_assets.core.capacity import threads_for, training_capacity
+from ensemble_assets.core.capacity import machine_cores, threads_for, training_capacity
 from ensemble_assets.definitions import defs
 from ensemble_assets.executors import DASK_CONFIG, DASK_SCHEDULER_ENV, default_execution, ensemble_executor
 from ensemble_assets.orchestration import materialize
@@ -61,10 +61,11 @@ def planned(tiny_dataset, tmp_path):
 # -- schedule ----------------------------------------------------------------------------------------
 
 def tick(cfg, instance, when: dt.datetime):
-    ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                    repository_def=defs.get_repository_def(),
-                                    resources={"ensemble": EnsembleResource(data_root=cfg.data_root)})
-    return weekly_retraining.evaluate_tick(ctx)
+    # entered, so that the context's resources (and the instance they hold) are released after
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                   repository_def=defs.get_repository_def(),
+                                   resources={"ensemble": EnsembleResource(data_root=cfg.data_root)}) as ctx:
+        return weekly_retraining.evaluate_tick(ctx)
 
 
 def test_schedule_tick_requests_only_missing_or_stale_partitions(planned):
@@ -114,15 +115,16 @@ def test_plan_sensor_requests_the_new_plans_untrained_partitions(planned):
     mark_materialized(instance, keys[0])
     repo = defs.get_repository_def()
     with dg.partition_loading_context(dynamic_partitions_store=instance):  # as the sensor daemon does
-        result = plan_partitions_sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=repo))
+        with dg.build_sensor_context(instance=instance, repository_def=repo) as ctx:
+            result = plan_partitions_sensor.evaluate_tick(ctx)
         assert sorted(r.partition_key for r in result.run_requests) == sorted(keys[1:])
         assert all(r.tags["ensemble_assets/reason"] == "missing" for r in result.run_requests)
         job = defs.resolve_job_def("instance_training_job")
         for r in result.run_requests:
             dg.validate_run_config(job, r.run_config)
         # the same plan materialization is not acted on twice
-        again = plan_partitions_sensor.evaluate_tick(
-            dg.build_sensor_context(instance=instance, cursor=result.cursor, repository_def=repo))
+        with dg.build_sensor_context(instance=instance, cursor=result.cursor, repository_def=repo) as ctx:
+            again = plan_partitions_sensor.evaluate_tick(ctx)
         assert again.run_requests == []
 
 
@@ -145,14 +147,14 @@ def test_a_failed_partition_fails_without_retries_and_the_failure_sensor_names_i
     assert "infinite" in message and column in message
     # the sensor itself logs that line
     failure = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[0]
-    ctx = dg.build_run_status_sensor_context(
-        sensor_name="partition_failure_sensor", dagster_instance=instance, dagster_run=run,
-        dagster_event=failure.event_log_entry.dagster_event).for_run_failure()
     logged: list[logging.LogRecord] = []
     handler = logging.Handler(level=logging.ERROR)
     handler.emit = logged.append
-    ctx.log.addHandler(handler)
-    partition_failure_sensor(ctx)
+    with dg.build_run_status_sensor_context(
+            sensor_name="partition_failure_sensor", dagster_instance=instance, dagster_run=run,
+            dagster_event=failure.event_log_entry.dagster_event).for_run_failure() as ctx:
+        ctx.log.addHandler(handler)
+        partition_failure_sensor(ctx)
     assert [r.getMessage() for r in logged] == [message]
 
 
@@ -237,6 +239,16 @@ def test_threads_respect_a_lower_configured_thread_count():
     assert threads_for(2, configured=0, cores=8) == 4
     assert threads_for(2, configured=1, cores=8) == 1
     assert threads_for(3, configured=8, cores=8) == 2
+
+
+def test_queued_runs_share_the_cores_and_sequential_cli_runs_use_them_all():
+    with dg.instance_for_test() as instance:
+        assert pool_limit(instance) == 1                       # no limit set by a plan yet: one at a time
+        instance.event_log_storage.set_concurrency_slots(INSTANCE_TRAINING_POOL, 2)
+        cores = machine_cores()
+        assert instance_threads(instance, configured=0) == (max(1, cores // 2), 2)
+        assert instance_threads(instance, configured=0, sequential=True) == (cores, 1)
+        assert instance_threads(instance, configured=1, sequential=True) == (1, 1)
 
 
 def test_materializing_the_plan_sets_the_pool_limit(planned):
