@@ -642,8 +642,8 @@ def render(root: Path) -> str:
                   f"Command: `{inst['command']}`  ", f"Machine: {_machine_line(inst)}", ""]
         lp = _load(root, "load_peak")
         if lp:
-            lines += [f"Loading peak of the same instance by streamed batch size (fresh process each; the "
-                      f"instance's peak is reached here, before the first tree; `{lp['command']}`, measured "
+            lines += [f"Loading peak of the same instance by streamed batch size (fresh process each; in the first "
+                      f"instance run the peak was reached while loading; `{lp['command']}`, measured "
                       f"{lp['measured_at']}):", "", "| batch rows | quantized matrix | peak RSS while loading | "
                       "budget 1.3 × + 0.5 GiB | met |", "|---|---|---|---|---|"]
             lines += [f"| {r['batch_rows']:,} | {_gib(r['matrix_bytes_measured'])} | {_gib(r['peak_rss_after_load_bytes'])} "
