@@ -87,30 +87,45 @@ def sample_oof_rows(n_rows: int, n: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n_rows, size=n, replace=False)).astype(np.int64)
 
 
-def occurrence_in_gene(gene_idx: np.ndarray) -> np.ndarray:
-    """For each row, how many earlier rows (in order) belong to the same gene: the row's
-    identity within its gene, which does not depend on which other genes were read with it."""
-    gene_idx = np.asarray(gene_idx, dtype=np.int64)
-    if not len(gene_idx):
+def occurrence_in_group(*keys: np.ndarray) -> np.ndarray:
+    """For each row, how many earlier rows (in order) have the same key values."""
+    n = len(keys[0]) if keys else 0
+    if not n:
         return np.zeros(0, dtype=np.int64)
-    order = np.argsort(gene_idx, kind="stable")
-    counts = np.bincount(gene_idx)
-    starts = np.cumsum(counts) - counts
-    occ = np.empty(len(gene_idx), dtype=np.int64)
-    occ[order] = np.arange(len(gene_idx), dtype=np.int64) - np.repeat(starts, counts)
+    order = np.lexsort((np.arange(n), *reversed(keys)))
+    new = np.zeros(n, dtype=bool)
+    new[0] = True
+    for k in keys:
+        sk = np.asarray(k)[order]
+        new[1:] |= sk[1:] != sk[:-1]
+    start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    occ = np.empty(n, dtype=np.int64)
+    occ[order] = np.arange(n) - start
     return occ
+
+
+def _pair_key(gene_idx: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """(gene, position) packed in one int64 (gene index in the high 32 bits)."""
+    pos = np.asarray(position, dtype=np.int64)
+    if len(pos) and (pos.min() < -(2**31) or pos.max() >= 2**32):
+        raise DatasetError(f"position values outside [-2^31, 2^32) cannot identify rows (e.g. {pos.max()})")
+    return (np.asarray(gene_idx, dtype=np.int64) << 32) | (pos & 0xFFFFFFFF)
 
 
 @dataclass
 class SampleRequest:
-    """Rows wanted for one instance, identified by (gene, k-th row of that gene in file order)."""
+    """Rows wanted for one instance, identified by (gene, position, k-th row with both): the
+    positions of a gene are unique in MetaSpliceAI datasets, so k is 0 and a row's identity does
+    not depend on the order rows are streamed in (which differs between gene sets: DuckDB does
+    not keep the files' order when it filters). Without a position column, k is the row's rank
+    within its gene, and the label check below is the only guard against a changed order."""
 
     key: str
     features: list[str]
     fill: dict[str, float]
     gene_id: np.ndarray        # (n,) object
-    occurrence: np.ndarray     # (n,) int64
     position: np.ndarray       # (n,) int64, as recorded in oof_predictions (-1: none)
+    duplicate: np.ndarray      # (n,) int64: k-th row of the instance with this gene and position
     label: np.ndarray          # (n,) int8, as recorded in oof_predictions
     oof_row: np.ndarray        # (n,) int64 row index in oof_predictions.parquet
 
@@ -128,16 +143,15 @@ class ShapSample:
 
 def request_from_oof(key: str, oof: pa.Table, features: Sequence[str], fill: Mapping[str, float],
                      n: int, seed: int) -> SampleRequest:
-    """The seeded sample of an instance's out-of-fold rows (``oof_predictions.parquet``: rows in
-    the order the instance's data path streamed them, so row order within a gene is file order)."""
+    """The seeded sample of an instance's out-of-fold rows (``oof_predictions.parquet``)."""
     genes = np.asarray(oof.column("gene_id").to_pylist(), dtype=object)
     _, gidx = np.unique(genes, return_inverse=True)
-    occ = occurrence_in_gene(gidx)
-    rows = sample_oof_rows(len(genes), n, seed)
     pos = np.asarray(oof.column("position").to_numpy(), dtype=np.int64)
+    dup = occurrence_in_group(gidx, pos)
+    rows = sample_oof_rows(len(genes), n, seed)
     lab = np.asarray(oof.column("label").to_numpy(), dtype=np.int8)
-    return SampleRequest(key, list(features), {f: float(fill[f]) for f in features}, genes[rows], occ[rows],
-                         pos[rows], lab[rows], rows)
+    return SampleRequest(key, list(features), {f: float(fill[f]) for f in features}, genes[rows], pos[rows],
+                         dup[rows], lab[rows], rows)
 
 
 def load_samples(ds: ParquetDataset, requests: Sequence[SampleRequest], batch_rows: int = 8192,
@@ -145,9 +159,9 @@ def load_samples(ds: ParquetDataset, requests: Sequence[SampleRequest], batch_ro
     """Read the rows of several instances' samples in ONE pass over the data path.
 
     The union of the requested genes is streamed once with the union of the features (nulls
-    kept as NaN), each row is identified by (gene, k-th row of its gene), and each request takes
-    its rows and its own columns by name, imputed with its own fill values. Positions and labels
-    must equal those recorded at training time, else the dataset changed since and this fails."""
+    kept as NaN); each request takes its rows, identified by (gene, position, k), and its own
+    columns by name, imputed with its own fill values. A sampled row that is missing, or whose
+    label differs from the one recorded at training time, means the dataset changed: error."""
     if not requests:
         return []
     genes = np.asarray(sorted(set().union(*[set(r.gene_id.tolist()) for r in requests])), dtype=object)
@@ -160,55 +174,55 @@ def load_samples(ds: ParquetDataset, requests: Sequence[SampleRequest], batch_ro
                 union.append(f)
     col_of = {f: j for j, f in enumerate(union)}
     nan_fill = {f: float("nan") for f in union}
-    plans = []
-    for r in requests:
-        keys = (np.searchsorted(genes, r.gene_id).astype(np.int64) << 32) | r.occurrence
-        order = np.argsort(keys, kind="stable")
-        plans.append({"keys": keys[order], "slot": order, "cols": np.asarray([col_of[f] for f in r.features]),
-                      "X": np.full((len(keys), len(r.features)), np.nan, dtype=np.float32),
-                      "found": np.zeros(len(keys), dtype=bool), "pos": np.full(len(keys), -2, dtype=np.int64),
-                      "label": np.full(len(keys), -1, dtype=np.int8)})
-    counts = np.zeros(len(genes), dtype=np.int64)
+    wanted: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for ri, r in enumerate(requests):
+        pk = _pair_key(np.searchsorted(genes, r.gene_id), r.position)
+        for slot, (a, k) in enumerate(zip(pk.tolist(), r.duplicate.tolist())):
+            wanted.setdefault((a, k), []).append((ri, slot))
+    wanted_pk = np.unique(np.asarray([a for a, _ in wanted], dtype=np.int64))
+    cols = [np.asarray([col_of[f] for f in r.features], dtype=np.int64) for r in requests]
+    X = [np.full((len(r.gene_id), len(r.features)), np.nan, dtype=np.float32) for r in requests]
+    found = [np.zeros(len(r.gene_id), dtype=bool) for r in requests]
+    label = [np.full(len(r.gene_id), -1, dtype=np.int8) for r in requests]
+    seen_pk: dict[int, int] = {}
     n_read = 0
     for b in iter_subset_batches(ds, genes.tolist(), union, nan_fill, batch_rows):
-        gidx = np.searchsorted(genes, b.gene_id).astype(np.int64)
-        occ = counts[gidx] + occurrence_in_gene(gidx)
-        counts += np.bincount(gidx, minlength=len(genes))
-        bkeys = (gidx << 32) | occ
-        n_read += len(bkeys)
-        for p in plans:
-            hit = np.flatnonzero(np.isin(bkeys, p["keys"]))
-            if not len(hit):
-                continue
-            at = np.searchsorted(p["keys"], bkeys[hit])
-            p["X"][at] = b.X[np.ix_(hit, p["cols"])]
-            p["found"][at] = True
-            p["pos"][at] = b.position[hit]
-            p["label"][at] = b.label[hit]
+        n_read += len(b.label)
+        pk = _pair_key(np.searchsorted(genes, b.gene_id), b.position)
+        take: list[tuple[list[int], list[int]]] = [([], []) for _ in requests]
+        for i in np.flatnonzero(np.isin(pk, wanted_pk)).tolist():
+            a = int(pk[i])
+            k = seen_pk.get(a, 0)
+            seen_pk[a] = k + 1
+            for ri, slot in wanted.get((a, k), ()):
+                take[ri][0].append(i)
+                take[ri][1].append(slot)
+        for ri, (rows, slots) in enumerate(take):
+            if rows:
+                X[ri][slots] = b.X[np.ix_(rows, cols[ri])]
+                found[ri][slots] = True
+                label[ri][slots] = b.label[rows]
     out = []
-    for r, p in zip(requests, plans):
-        inv = np.empty(len(p["slot"]), dtype=np.int64)
-        inv[p["slot"]] = np.arange(len(p["slot"]))
-        if not p["found"].all():
-            miss = np.flatnonzero(~p["found"][inv])[:5]
+    for ri, r in enumerate(requests):
+        if not found[ri].all():
+            miss = np.flatnonzero(~found[ri])[:3]
             raise DatasetError(
-                f"{ds.root}: {int((~p['found']).sum())} sampled row(s) of instance {r.key} are no longer in the "
-                f"dataset (e.g. gene {', '.join(str(r.gene_id[i]) for i in miss)}): the dataset changed since "
-                "the instance was trained; retrain it")
-        pos, lab = p["pos"][inv], p["label"][inv]
-        bad = np.flatnonzero((pos != r.position) | (lab != r.label))
+                f"{ds.root}: {int((~found[ri]).sum())} sampled row(s) of instance {r.key} are no longer in the "
+                f"dataset (e.g. {', '.join(f'gene {r.gene_id[i]} position {r.position[i]}' for i in miss)}): "
+                "the dataset changed since the instance was trained; retrain it")
+        bad = np.flatnonzero(label[ri] != r.label)
         if len(bad):
             i = bad[0]
             raise DatasetError(
-                f"{ds.root}: {len(bad)} sampled row(s) of instance {r.key} differ from its training rows "
-                f"(gene {r.gene_id[i]}: position {pos[i]} / label {lab[i]} now, {r.position[i]} / {r.label[i]} "
-                "when trained): the dataset changed since the instance was trained; retrain it")
-        X = p["X"][inv]
-        fillv = np.asarray([r.fill[f] for f in r.features], dtype=np.float32)
-        nan = np.isnan(X)
+                f"{ds.root}: {len(bad)} sampled row(s) of instance {r.key} have another label than when it was "
+                f"trained (gene {r.gene_id[i]} position {r.position[i]}: label {label[ri][i]} now, {r.label[i]} "
+                "then): the dataset changed since the instance was trained; retrain it")
+        Xr = X[ri]
+        nan = np.isnan(Xr)
         if nan.any():
-            X[nan] = np.broadcast_to(fillv, X.shape)[nan]
-        out.append(ShapSample(r.key, r.features, X, lab, r.gene_id, pos, r.oof_row))
+            fillv = np.asarray([r.fill[f] for f in r.features], dtype=np.float32)
+            Xr[nan] = np.broadcast_to(fillv, Xr.shape)[nan]
+        out.append(ShapSample(r.key, r.features, Xr, label[ri], r.gene_id, r.position, r.oof_row))
     log(f"read {sum(len(r.gene_id) for r in requests)} sampled rows of {len(requests)} instance(s) in one pass "
         f"over {n_read} rows of {len(genes)} genes")
     return out

@@ -19,7 +19,7 @@ from ensemble_assets.core.screening import feature_columns, screen_features
 from ensemble_assets.core.shap_analysis import (LEGACY_COLUMNS, LEGACY_CSV, AdditivityError, InstanceShap,
                                                 ShapSettings, aggregate, check_additivity,
                                                 compute_ensemble_shap, feature_type_table, load_samples,
-                                                occurrence_in_gene, rank_agreement, request_from_oof,
+                                                occurrence_in_group, rank_agreement, request_from_oof,
                                                 tree_contributions)
 from ensemble_assets.core.training import train_instance
 from ensemble_assets_tests.conftest import FAST_TRAINING
@@ -108,8 +108,9 @@ def test_additivity_failure_is_an_error_above_the_tolerance(small_model):
     assert check_additivity(broken, margin, 0.02, "small model") == pytest.approx(0.01, abs=1e-5)
 
 
-def test_occurrence_in_gene_counts_rows_per_gene_in_order():
-    assert occurrence_in_gene(np.array([2, 0, 2, 2, 1, 0])).tolist() == [0, 0, 1, 2, 0, 1]
+def test_occurrence_in_group_counts_earlier_rows_with_the_same_keys():
+    assert occurrence_in_group(np.array([2, 0, 2, 2, 1, 0])).tolist() == [0, 0, 1, 2, 0, 1]
+    assert occurrence_in_group(np.array([1, 1, 1, 1]), np.array([5, 6, 5, 5])).tolist() == [0, 0, 1, 2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,3 +292,36 @@ def test_instances_of_another_model_type_are_refused_by_name(tmp_path):
     stub = SimpleNamespace(manifest={"model_type": "xgboost_softprob"})
     with pytest.raises(ValueError, match="s07-x is xgboost_softprob"):
         explain_instances(None, {"s07-x": stub}, ShapSettings(), tmp_path)
+
+
+def _rewrite(ds, out, change):
+    out.mkdir()
+    for f in ds.files:
+        pq.write_table(change(pq.read_table(f)), out / f.name)
+    return open_dataset(out)
+
+
+def test_sampled_rows_do_not_depend_on_row_order_and_a_changed_label_is_an_error(ensemble, tmp_path):
+    """Rows are identified by (gene, position), not by where they come in the stream: the same
+    sample is read from a copy of the dataset whose rows are in reverse order, and a copy in
+    which one sampled row's label changed is refused, naming the gene and position."""
+    root, ds, _ = ensemble
+    mb = load_model(root / "B")
+    req = request_from_oof("b", pq.read_table(mb.path / "oof_predictions.parquet"), mb.features, mb.fill, 150, seed=1)
+    ref = load_samples(ds, [req])[0]
+    flipped = _rewrite(ds, tmp_path / "reversed", lambda t: t.take(np.arange(t.num_rows)[::-1]))
+    again = load_samples(flipped, [req])[0]
+    assert np.array_equal(again.X, ref.X) and np.array_equal(again.label, ref.label)
+
+    g, p = req.gene_id[0], int(req.position[0])
+
+    def relabel(t):
+        hit = np.asarray([(a == g and b == p) for a, b in zip(t.column("gene_id").to_pylist(),
+                                                             t.column("position").to_pylist())])
+        st = np.asarray(t.column("splice_type").to_pylist(), dtype=object)
+        st[hit] = "donor" if req.label[0] != 1 else "acceptor"
+        return t.set_column(t.schema.get_field_index("splice_type"), "splice_type", pa.array(st.tolist()))
+
+    changed = _rewrite(ds, tmp_path / "relabelled", relabel)
+    with pytest.raises(ValueError, match=f"another label.*gene {g} position {p}"):
+        load_samples(changed, [req])
