@@ -85,11 +85,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         "kind": args.kind, "command": " ".join(sys.argv), "plan_root": str(plan_root), "dataset": plan["dataset"],
         "instances": len(dirs), "genes_per_instance": args.genes_per_instance, "kmer_sizes": args.kmer_sizes,
         "n_features": len(features), "settings": asdict(settings),
-        "train_wall_seconds": round(time.perf_counter() - t0, 1), "peak_rss_bytes": peak_rss_bytes(),
+        "train_wall_seconds": round(time.perf_counter() - t0, 1), "train_cpu_seconds": round(_cpu_seconds(), 1),
+        "peak_rss_bytes": peak_rss_bytes(),
     })
     print(f"{args.kind}: {len(dirs)} instance(s) in {time.perf_counter() - t0:.0f}s, peak RSS "
           f"{peak_rss_bytes() / 2**30:.2f} GiB → {kdir}")
     return 0
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (less sensitive than wall time to other jobs)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def ece(y: np.ndarray, p: np.ndarray, n_bins: int = 15) -> float:
