@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     shap_s = sum(sum(v["shap_seconds"].values()) for v in per.values())
     load_s = next(iter(per.values()))["sample_load_seconds"]
     report = {
-        "model": str(model_dir), "kind": kind, "instances": len(per), "models": 3 * len(per),
+        "model": str(model_dir), "kind": kind, "instances": len(per), "outputs": 3 * len(per),
         "rows_per_instance": args.rows, "threads": args.threads, "cpu_count": os.cpu_count(),
-        "trees": {k: v["trees"] for k, v in per.items()},
+        "model_size": {k: v["model_size"] for k, v in per.items()},
+        "methods": {k: v["method_id"] for k, v in per.items()},
         "features": {k: v["n_features"] for k, v in per.items()},
         "wall_seconds": round(wall, 2),
         "sample_read_seconds": round(load_s, 2),
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(out / "bench_shap.json", report)
     print(json.dumps(report, indent=2))
-    print(f"\nensemble SHAP: {report['instances']} instance(s) × 3 models × {args.rows} rows in "
+    print(f"\nensemble SHAP: {report['instances']} instance(s) × 3 outputs × {args.rows} rows in "
           f"{report['wall_seconds']:.1f}s wall (read {report['sample_read_seconds']:.1f}s, TreeSHAP "
           f"{report['treeshap_seconds']:.1f}s, plots {report['plots_seconds'] or 0:.1f}s) on {args.threads} "
           f"thread(s); goal ≤ 60 s")

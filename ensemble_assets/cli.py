@@ -111,10 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not ok:
         print("consolidation failed:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
-    kind = getattr(cfg.training, "instance_kind", "xgboost_ovr")
-    if not args.skip_shap and kind != "xgboost_ovr":
-        print(f"SHAP skipped: ensemble_shap explains one-vs-rest XGBoost instances (xgboost_ovr), not {kind}")
-    elif not args.skip_shap:  # SHAP of every instance, then of the ensemble (reused while unchanged)
+    if not args.skip_shap:  # SHAP of every instance, then of the ensemble (reused while unchanged)
         from .assets.shap import ensemble_shap, instance_shap
         from .core.io import read_json
         from .core.shap_analysis import shap_paths

@@ -1,5 +1,6 @@
-"""instance_shap and ensemble_shap: exact TreeSHAP importances of every instance and of the
-consolidated model, with tables, the legacy CSV and plots shown in the UI."""
+"""instance_shap and ensemble_shap: SHAP importances of every instance (exact TreeSHAP for tree
+kinds, bounded permutation SHAP for the others) and of the consolidated model, with tables, the
+legacy CSV and plots shown in the UI."""
 
 
 from typing import Any
@@ -23,6 +24,9 @@ class ShapConfig(dg.Config):
     sample_rows: int = 2000     # out-of-fold rows explained per instance (seeded sample)
     seed: int = 42
     chunk_rows: int = 500       # rows per TreeSHAP call
+    agnostic_rows: int = 100    # non-tree kinds: rows explained by permutation SHAP (of the sample)
+    agnostic_background: int = 10   # non-tree kinds: background rows
+    agnostic_permutations: int = 1  # non-tree kinds: random feature orders (and reverses) per row
     top_n: int = 20             # features in tables and plots
     nthread: int = 0            # 0: the training setting (0 there: all cores)
     recompute: bool = False     # ignore per-instance results computed for the same boosters and settings
@@ -31,7 +35,9 @@ class ShapConfig(dg.Config):
 def shap_settings(config: ShapConfig, training_threads: int = 0) -> ShapSettings:
     return ShapSettings(sample_rows=config.sample_rows, seed=config.seed, chunk_rows=config.chunk_rows,
                         top_n=config.top_n, beeswarm_features=max(config.top_n, 20),
-                        nthread=config.nthread or training_threads)
+                        nthread=config.nthread or training_threads, agnostic_rows=config.agnostic_rows,
+                        agnostic_background=config.agnostic_background,
+                        agnostic_permutations=config.agnostic_permutations)
 
 
 def _top_rows(top: dict[str, list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
@@ -48,9 +54,11 @@ def _top_rows(top: dict[str, list[dict[str, Any]]], n: int) -> list[dict[str, An
 @dg.asset(
     group_name="explanation", kinds={"xgboost", "parquet"}, owners=OWNERS, code_version=SHAP_CODE_VERSION,
     partitions_def=gene_subsets, deps=[instance_model],
-    description="Exact TreeSHAP (XGBoost pred_contribs) of the instance's three boosters on a seeded sample of "
-                "its out-of-fold rows: mean |SHAP| per feature and class, additivity verified on every row "
-                "(fails above 1e-3). Reused by ensemble_shap while the boosters are unchanged.",
+    description="SHAP of the instance's three class outputs on a seeded sample of its out-of-fold rows: exact "
+                "TreeSHAP for tree kinds (XGBoost pred_contribs; shap's tree algorithm for HistGradientBoosting), "
+                "bounded permutation SHAP for the others (MLP); mean |SHAP| per feature and class, additivity "
+                "verified on every explained row (fails above 1e-3). Reused by ensemble_shap while the model "
+                "files are unchanged.",
 )
 def instance_shap(context: dg.AssetExecutionContext, ensemble: EnsembleResource,
                   config: ShapConfig) -> dg.MaterializeResult:
@@ -69,11 +77,11 @@ def instance_shap(context: dg.AssetExecutionContext, ensemble: EnsembleResource,
         "path": dg.MetadataValue.path(str(shap_paths(cfg)["instances"] / key)),
         "rows": s["rows"], "genes": s["genes"], "features": s["n_features"],
         "sample_class_counts": dg.MetadataValue.json(s["sample_class_counts"]),
-        "trees": dg.MetadataValue.json(s["trees"]),
+        "model_type": s["model_type"], "model_size": dg.MetadataValue.json(s["model_size"]),
         "max_additivity_error": dg.MetadataValue.float(float(s["max_additivity_error"])),
         "additivity_error": dg.MetadataValue.json(s["additivity_error"]),
         "shap_seconds": dg.MetadataValue.json(s["shap_seconds"]),
-        "method": s["method"], "sample_scope": s["sample_scope"],
+        "method": s["method"], "scale": s["scale"], "sample_scope": s["sample_scope"],
         "top_features": md_table(_top_rows(top, config.top_n), ["rank", *CLASSES]),
     })
 
@@ -81,7 +89,8 @@ def instance_shap(context: dg.AssetExecutionContext, ensemble: EnsembleResource,
 @dg.asset(
     group_name="explanation", kinds={"xgboost", "parquet"}, owners=OWNERS, code_version=SHAP_CODE_VERSION,
     deps=[consolidated_model, instance_shap],
-    description="Comprehensive SHAP of the consolidated model: every instance × 3 boosters (exact TreeSHAP), "
+    description="Comprehensive SHAP of the consolidated model: every instance × 3 class outputs (exact TreeSHAP "
+                "for tree kinds, bounded permutation SHAP for the others, the method recorded per instance), "
                 "weighted by the consolidated model's normalised instance weights; per-class, ensemble and "
                 "per-instance importances, k-mer vs non-k-mer breakdown, rank agreement between instances, "
                 "shap_analysis_summary.json, the MetaSpliceAI legacy CSV and plots.",
@@ -96,6 +105,7 @@ def ensemble_shap(context: dg.AssetExecutionContext, ensemble: EnsembleResource,
         raise dg.Failure(description=str(exc)) from exc
     out = shap_paths(cfg)["ensemble"]
     weights = [{"partition_key": k, "weight": w, "rows": s["rows_per_instance"][k],
+                "method": s["instance_methods"][k].split(" (")[0],
                 "max_additivity_error": f"{max(s['additivity']['per_instance'][k].values()):.2e}"}
                for k, w in s["instance_weights"].items()]
     agree = [{"scope": scope, **v} for scope, v in s["instance_agreement"].items()]
@@ -112,13 +122,15 @@ def ensemble_shap(context: dg.AssetExecutionContext, ensemble: EnsembleResource,
         "best_instance": s["best_instance"],
         "max_additivity_error": dg.MetadataValue.float(float(s["additivity"]["max_error"])),
         "kmer_share": dg.MetadataValue.json(fta["kmer_share"]),
-        "weights": md_table(weights, ["partition_key", "weight", "rows", "max_additivity_error"]),
+        "weights": md_table(weights, ["partition_key", "weight", "method", "rows", "max_additivity_error"]),
         "top_features": md_table(_top_rows(s["top_features"], settings.top_n), ["rank", "ensemble", *CLASSES]),
         "feature_groups": md_table(groups, ["group", "features", "share"]),
         "instance_agreement": md_table(agree, ["scope", "spearman_mean", "spearman_min",
                                                f"spearman_top_{settings.top_n}_mean",
                                                f"top_{settings.top_n}_overlap_mean"]),
         "seconds": dg.MetadataValue.float(float(s["timings"]["total_seconds"])),
-        "method": s["method"], "aggregation": s["aggregation"], "sample_scope": s["sample_scope"],
+        "method": s["method"], "instance_methods": dg.MetadataValue.json(s["instance_methods"]),
+        "scale": dg.MetadataValue.json(s["scale"]),
+        "aggregation": s["aggregation"], "sample_scope": s["sample_scope"],
         **plots,
     })

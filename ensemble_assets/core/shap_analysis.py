@@ -1,16 +1,30 @@
-"""Exact TreeSHAP feature importances of every instance and of the consolidated ensemble.
+"""Feature importances (SHAP) of every instance, of any kind, and of the consolidated ensemble.
 
 For each instance, a seeded sample of its out-of-fold rows is read back through the one data
-path (``dataset.iter_subset_batches``) and explained with XGBoost's own exact TreeSHAP
-(``Booster.predict(DMatrix, pred_contribs=True)``, in row chunks) for each of the three
-one-vs-rest boosters. Additivity is verified on every row (sum of contributions + bias = the
-booster's margin); above the tolerance the analysis fails instead of reporting numbers.
+path (``dataset.iter_subset_batches``) and each of its three class outputs is explained:
+
+- tree models get **exact TreeSHAP** (tree-path-dependent, no background sample):
+  ``xgboost_ovr`` and ``xgboost_softprob`` through XGBoost's own
+  ``Booster.predict(DMatrix, pred_contribs=True)`` in row chunks; scikit-learn's
+  HistGradientBoosting through shap's tree algorithm on the exported trees (node counts as cover);
+- other models (``sklearn:MLPClassifier``) get a **bounded model-agnostic permutation SHAP**
+  (interventional): for each of ``agnostic_rows`` sampled rows, ``agnostic_permutations``
+  random feature orders and their reverses; walking an order, the row's values replace those of
+  ``agnostic_background`` background rows (drawn from the same sample) one feature at a time and
+  each feature gets the change of the mean model output. Cost: rows × 2 × permutations ×
+  (features + 1) × background model evaluations, independent of the model.
+
+The explained output is the model's margin: the log-odds of each one-vs-rest booster
+(``xgboost_ovr``) or the per-class input of the softmax (multi-class kinds). Additivity is
+verified on every explained row (sum of contributions + bias = the margin); above the tolerance
+the analysis fails instead of reporting numbers. The method of every instance is recorded in its
+summary, in the per-instance tables and in the ensemble's instance table.
 
 The ensemble aggregate weights each instance by the consolidated model's own normalised weight
 (no extra 1/N): per class ``I_c(f) = Σ_i w_i · mean|SHAP|_{i,c}(f)``, the ensemble importance is
 the mean of the three classes. Features are matched by name; a feature an instance does not
-have contributes 0 for that instance. SHAP values are on the margin (log-odds) scale of each
-binary booster (tree-path-dependent TreeSHAP, no background sample).
+have contributes 0 for that instance. In a mixed ensemble the members' scales differ (log-odds
+vs softmax margin), which the recorded methods say.
 
 No Dagster here: the assets in ``assets/shap.py`` and the benchmark call these functions.
 """
@@ -33,9 +47,17 @@ from .schema import CLASSES, KMER_PATTERN, feature_family, is_kmer
 
 Log = Callable[[str], None]
 
-SHAP_FORMAT_VERSION = 1
-METHOD = ("exact TreeSHAP (XGBoost Booster.predict(pred_contribs=True), tree-path-dependent), "
-          "mean |SHAP| on the margin (log-odds) scale of each one-vs-rest booster")
+SHAP_FORMAT_VERSION = 2
+METHODS = {
+    "treeshap_xgboost": "exact TreeSHAP (XGBoost Booster.predict(pred_contribs=True), tree-path-dependent)",
+    "treeshap_trees": "exact TreeSHAP (shap's tree-path-dependent algorithm on the exported trees, node counts "
+                      "as cover)",
+    "permutation": "model-agnostic permutation SHAP (interventional), bounded: {rows} sampled rows, "
+                   "{permutations} random feature order(s) and reverse(s) per row, {background} background rows "
+                   "from the same sample",
+}
+SCALES = {"ovr": "margin (log-odds) of each one-vs-rest booster",
+          "softmax": "margin of each class (the softmax input) of the multi-class model"}
 SAMPLE_SCOPE = ("a seeded sample of each instance's out-of-fold rows (its own genes, each predicted "
                 "out-of-fold during CV); the explained boosters are the instance's final ones, fitted on "
                 "all of its genes. Importances describe what the models use, not how well they predict.")
@@ -65,10 +87,16 @@ class ShapSettings:
     beeswarm_features: int = 20        # features per class kept for the beeswarm plots
     nthread: int = 0                   # 0 → all cores
     batch_rows: int = 8192             # rows per streamed batch when reading the sample
+    # the model-agnostic explainer (non-tree kinds), bounded: rows × 2 × permutations × (F + 1) × background
+    agnostic_rows: int = 100           # rows of the sample explained
+    agnostic_background: int = 10      # background rows (from the same sample)
+    agnostic_permutations: int = 1     # random feature orders per row (each with its reverse)
 
     def signature(self) -> str:
         """Hash of everything that changes the per-instance numbers (not threads or chunking)."""
-        return sha256_text(repr((SHAP_FORMAT_VERSION, self.sample_rows, self.seed, self.beeswarm_features)))[:12]
+        return sha256_text(repr((SHAP_FORMAT_VERSION, self.sample_rows, self.seed, self.beeswarm_features,
+                                 self.agnostic_rows, self.agnostic_background,
+                                 self.agnostic_permutations)))[:12]
 
     @property
     def threads(self) -> int:
@@ -229,13 +257,14 @@ def load_samples(ds: ParquetDataset, requests: Sequence[SampleRequest], batch_ro
 
 
 # ---------------------------------------------------------------------------------------------
-# exact TreeSHAP of one booster
+# the explainers: exact TreeSHAP of tree models, bounded permutation SHAP of the others
 # ---------------------------------------------------------------------------------------------
 
 def tree_contributions(booster: Any, X: np.ndarray, features: Sequence[str] | None = None,
                        chunk_rows: int = 500, nthread: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Exact TreeSHAP contributions (n × (F + 1), last column the bias) and the margins of the
-    same rows, in chunks of ``chunk_rows`` rows."""
+    """XGBoost's exact TreeSHAP contributions and the margins of the same rows, in chunks of
+    ``chunk_rows`` rows: (n × (F + 1), n) for a one-output booster (last column the bias), and
+    (n × G × (F + 1), n × G) for a booster of G outputs (``multi:softprob``)."""
     import xgboost as xgb
 
     names = list(features) if features is not None else None
@@ -243,15 +272,122 @@ def tree_contributions(booster: Any, X: np.ndarray, features: Sequence[str] | No
         raise ValueError("the booster's feature names differ from the sample's columns")
     booster.set_param({"nthread": int(nthread)})
     n, F = X.shape
-    contribs = np.empty((n, F + 1), dtype=np.float32)
-    margin = np.empty(n, dtype=np.float64)
-    for s in range(0, n, max(1, chunk_rows)):
+    parts, margins = [], []
+    for s in range(0, max(n, 1), max(1, chunk_rows)):
         e = min(n, s + max(1, chunk_rows))
         dm = xgb.DMatrix(X[s:e], feature_names=names if booster.feature_names is not None else None,
                          nthread=int(nthread))
-        contribs[s:e] = booster.predict(dm, pred_contribs=True)
-        margin[s:e] = booster.predict(dm, output_margin=True)
-    return contribs, margin
+        parts.append(np.asarray(booster.predict(dm, pred_contribs=True), dtype=np.float32))
+        margins.append(np.asarray(booster.predict(dm, output_margin=True), dtype=np.float64))
+    return np.concatenate(parts), np.concatenate(margins)
+
+
+def permutation_contributions(margin: Callable[[np.ndarray], np.ndarray], X: np.ndarray, background: np.ndarray,
+                              permutations: int, rng: np.random.Generator,
+                              max_cells: int = 4_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """Model-agnostic (interventional) permutation SHAP of every output of ``margin`` (n × G).
+
+    For each row and each of ``permutations`` random feature orders, and the reverse of each:
+    starting from the background rows, the row's values replace theirs one feature at a time in
+    that order; a feature's contribution is the change of the background-mean output. The
+    contributions of one order sum to ``margin(x) − mean margin(background)`` exactly
+    (telescoping). Returns contributions (n × G × (F + 1), last column the bias
+    ``mean margin(background)``) and the margins of the rows (n × G)."""
+    n, F = X.shape
+    B = len(background)
+    if not B:
+        raise ValueError("permutation SHAP needs at least one background row")
+    bg = np.asarray(background, dtype=X.dtype)
+    bias = np.asarray(margin(bg), dtype=np.float64).mean(axis=0)
+    G = len(bias)
+    contribs = np.zeros((n, G, F + 1), dtype=np.float64)
+    contribs[:, :, F] = bias
+    out = np.empty((n, G), dtype=np.float64)
+    step = max(1, max_cells // max(1, B * F))            # hybrids per model call
+    for i in range(n):
+        x = X[i]
+        for _ in range(max(1, permutations)):
+            order = rng.permutation(F)
+            for walk in (order, order[::-1]):
+                rank = np.empty(F, dtype=np.int64)
+                rank[walk] = np.arange(F)
+                values = np.empty((F + 1, G), dtype=np.float64)   # values[k]: first k features of walk from x
+                for k0 in range(0, F + 1, step):
+                    ks = np.arange(k0, min(F + 1, k0 + step))
+                    from_x = rank[None, :] < ks[:, None]            # (len(ks), F)
+                    H = np.where(from_x[:, None, :], x[None, None, :], bg[None, :, :])
+                    values[ks] = np.asarray(margin(H.reshape(-1, F)), dtype=np.float64).reshape(
+                        len(ks), B, G).mean(axis=1)
+                contribs[i][:, walk] += (values[1:] - values[:-1]).T
+                out[i] = values[F]
+        contribs[i, :, :F] /= 2 * max(1, permutations)
+    return contribs, out
+
+
+@dataclass
+class OutputExplanation:
+    """The contributions of one class output on the explained rows of the sample."""
+    contribs: np.ndarray       # (m, F + 1), last column the bias
+    margin: np.ndarray         # (m,)
+    seconds: float
+
+
+def explainer_of(model: Any) -> tuple[str, str]:
+    """(method id, scale id) for an instance model of any kind."""
+    from .sklearn_export import TreeEnsemblePredictor
+
+    if model.model_type in ("xgboost_ovr", "xgboost_softprob"):
+        return "treeshap_xgboost", "ovr" if model.model_type == "xgboost_ovr" else "softmax"
+    if isinstance(model.predictor, TreeEnsemblePredictor):
+        return "treeshap_trees", "softmax"
+    if not hasattr(model.predictor, "margin"):
+        raise ValueError(f"instance of kind {model.model_type}: its predictor exposes no margin to explain")
+    return "permutation", "softmax"
+
+
+def method_text(method: str, settings: ShapSettings, rows: int) -> str:
+    return METHODS[method].format(rows=rows, permutations=settings.agnostic_permutations,
+                                  background=settings.agnostic_background)
+
+
+def explain_outputs(model: Any, sample: ShapSample, settings: ShapSettings,
+                    method: str) -> tuple[np.ndarray, list[OutputExplanation]]:
+    """The rows explained (indices into the sample) and one explanation per class."""
+    X, F = sample.X, len(sample.features)
+    n = len(X)
+    rows = np.arange(n, dtype=np.int64)
+    if method == "treeshap_xgboost" and model.model_type == "xgboost_ovr":
+        out = []
+        for c in range(3):
+            t = time.perf_counter()
+            contribs, margin = tree_contributions(model.boosters[c], X, sample.features, settings.chunk_rows,
+                                                  settings.threads)
+            out.append(OutputExplanation(contribs, margin, time.perf_counter() - t))
+        return rows, out
+    t = time.perf_counter()
+    if method == "treeshap_xgboost":          # one multi:softprob booster: all three outputs at once
+        contribs, margin = tree_contributions(model.boosters[0], X, sample.features, settings.chunk_rows,
+                                              settings.threads)
+        contribs = contribs.reshape(n, 3, F + 1)
+        margin = margin.reshape(n, 3)
+    elif method == "treeshap_trees":
+        import shap
+
+        X64 = X.astype(np.float64)
+        margin = model.predictor.margin(X64)
+        contribs = np.empty((n, 3, F + 1), dtype=np.float64)
+        for c in range(3):
+            ex = shap.TreeExplainer(model.predictor.shap_trees(c), feature_perturbation="tree_path_dependent")
+            contribs[:, c, :F] = ex.shap_values(X64, check_additivity=False) if n else 0.0
+            contribs[:, c, F] = float(np.ravel(ex.expected_value)[0])
+    else:
+        rng = np.random.default_rng(settings.seed)
+        rows = np.sort(rng.choice(n, size=min(n, settings.agnostic_rows), replace=False)).astype(np.int64)
+        bg = X[rng.choice(n, size=min(n, settings.agnostic_background), replace=False)]
+        contribs, margin = permutation_contributions(model.predictor.margin, X[rows], bg,
+                                                     settings.agnostic_permutations, rng)
+    seconds = (time.perf_counter() - t) / 3
+    return rows, [OutputExplanation(contribs[:, c, :], margin[:, c], seconds) for c in range(3)]
 
 
 def additivity_error(contribs: np.ndarray, margin: np.ndarray) -> float:
@@ -284,70 +420,82 @@ class InstanceShap:
     beeswarm: pa.Table                         # class, feature, row, shap, value (top features per class)
     summary: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def method(self) -> str:
+        return self.summary.get("method_id", "treeshap_xgboost")
+
     def importance_table(self) -> pa.Table:
+        F = len(self.features)
         cols: dict[str, Any] = {"feature": pa.array(self.features, pa.string()),
                                 "family": pa.array([feature_family(f) for f in self.features], pa.string())}
         for c, cname in enumerate(CLASSES):
             cols[f"mean_abs_shap_{cname}"] = self.mean_abs[c]
         for c, cname in enumerate(CLASSES):
             cols[f"mean_shap_{cname}"] = self.mean[c]
+        cols["method"] = pa.array([self.method] * F, pa.string())
+        cols["scale"] = pa.array([self.summary.get("scale", SCALES["ovr"])] * F, pa.string())
         return pa.table(cols)
 
 
-def _booster_digests(manifest: dict[str, Any]) -> dict[str, str]:
-    return {c: manifest["files"][manifest["boosters"][c]] for c in CLASSES}
+def _model_digests(manifest: dict[str, Any]) -> dict[str, str]:
+    files = manifest.get("model_files") or list((manifest.get("boosters") or {}).values())
+    return {f: manifest["files"][f] for f in sorted(files)}
 
 
 def _fingerprint(manifest: dict[str, Any], dataset: Path, settings: ShapSettings) -> dict[str, Any]:
-    return {"boosters_sha256": _booster_digests(manifest),
+    return {"model_files_sha256": _model_digests(manifest),
             "oof_sha256": manifest["files"].get("oof_predictions.parquet"),
             "settings_signature": settings.signature(), "dataset": str(dataset),
             "format_version": SHAP_FORMAT_VERSION}
 
 
 def explain_sample(model: Any, sample: ShapSample, settings: ShapSettings, log: Log = _quiet) -> InstanceShap:
-    """TreeSHAP of the three boosters of one instance on its sample; checks additivity."""
+    """SHAP of the three class outputs of one instance (any kind) on its sample; checks additivity."""
     F = len(sample.features)
+    method, scale = explainer_of(model)
+    rows, outputs = explain_outputs(model, sample, settings, method)
+    n = len(rows)
+    Xr = sample.X[rows]
     mean_abs = np.zeros((3, F))
     mean = np.zeros((3, F))
     bias, errors, seconds = [], [], {}
     bees = {"class": [], "feature": [], "row": [], "shap": [], "value": []}
-    n = len(sample.label)
+    size = model.manifest.get("n_estimators", {})
     for c, cname in enumerate(CLASSES):
-        t = time.perf_counter()
-        contribs, margin = tree_contributions(model.boosters[c], sample.X, sample.features,
-                                              settings.chunk_rows, settings.threads)
-        errors.append(check_additivity(contribs, margin, settings.max_additivity_error,
-                                       f"instance {sample.key}, {cname} booster"))
-        seconds[cname] = round(time.perf_counter() - t, 3)
-        phi = contribs[:, :F]
+        o = outputs[c]
+        errors.append(check_additivity(o.contribs, o.margin, settings.max_additivity_error,
+                                       f"instance {sample.key} ({model.model_type}), {cname} output"))
+        seconds[cname] = round(o.seconds, 3)
+        phi = o.contribs[:, :F]
         mean_abs[c] = np.abs(phi).mean(axis=0, dtype=np.float64) if n else 0.0
         mean[c] = phi.mean(axis=0, dtype=np.float64) if n else 0.0
-        bias.append(float(contribs[0, F]) if n else 0.0)
+        bias.append(float(o.contribs[0, F]) if n else 0.0)
         top = [j for j in np.argsort(-mean_abs[c], kind="stable")[:settings.beeswarm_features] if mean_abs[c, j] > 0]
         for j in top:
             bees["class"] += [cname] * n
             bees["feature"] += [sample.features[j]] * n
-            bees["row"].append(np.arange(n, dtype=np.int32))
-            bees["shap"].append(phi[:, j])
-            bees["value"].append(sample.X[:, j])
-        log(f"instance {sample.key}: {cname} booster, {model.boosters[c].num_boosted_rounds()} trees, "
-            f"{n} rows explained in {seconds[cname]:.2f}s (additivity error {errors[-1]:.2e})")
+            bees["row"].append(rows.astype(np.int32))
+            bees["shap"].append(phi[:, j].astype(np.float32))
+            bees["value"].append(Xr[:, j])
+        log(f"instance {sample.key} ({model.model_type}): {cname} output, {n} rows explained by {method} in "
+            f"{seconds[cname]:.2f}s (additivity error {errors[-1]:.2e})")
     beeswarm = pa.table({
         "class": pa.array(bees["class"], pa.string()), "feature": pa.array(bees["feature"], pa.string()),
         "row": np.concatenate(bees["row"]) if bees["row"] else np.zeros(0, np.int32),
         "shap": np.concatenate(bees["shap"]) if bees["shap"] else np.zeros(0, np.float32),
         "value": np.concatenate(bees["value"]) if bees["value"] else np.zeros(0, np.float32),
     })
-    counts = np.bincount(sample.label.astype(np.int64), minlength=3)
+    counts = np.bincount(sample.label[rows].astype(np.int64), minlength=3)
     summary = {
-        "partition_key": sample.key, "rows": n, "genes": int(len(set(sample.gene_id.tolist()))),
+        "partition_key": sample.key, "model_type": model.model_type, "rows": n,
+        "sample_rows": int(len(sample.label)), "genes": int(len(set(sample.gene_id[rows].tolist()))),
         "sample_class_counts": {cname: int(counts[c]) for c, cname in enumerate(CLASSES)},
-        "trees": {cname: int(model.boosters[c].num_boosted_rounds()) for c, cname in enumerate(CLASSES)},
+        "model_size": {str(k): int(v) for k, v in size.items()},
         "n_features": F, "bias": dict(zip(CLASSES, bias)),
         "additivity_error": dict(zip(CLASSES, errors)), "additivity_tolerance": settings.max_additivity_error,
         "max_additivity_error": max(errors) if errors else 0.0, "shap_seconds": seconds,
-        "method": METHOD, "sample_scope": SAMPLE_SCOPE, "settings": asdict(settings),
+        "method_id": method, "method": method_text(method, settings, n), "scale": SCALES[scale],
+        "tree_model": method != "permutation", "sample_scope": SAMPLE_SCOPE, "settings": asdict(settings),
     }
     return InstanceShap(sample.key, list(sample.features), mean_abs, mean, bias, errors, beeswarm, summary)
 
@@ -392,11 +540,6 @@ def explain_instances(ds: ParquetDataset, models: Mapping[str, Any], settings: S
     settings is reused; the others are computed (their samples read in one pass) and written
     there. Returns the results and the keys that were computed now."""
     cache_dir = Path(cache_dir)
-    other = {k: m.manifest.get("model_type") for k, m in models.items()
-             if m.manifest.get("model_type", "xgboost_ovr") != "xgboost_ovr"}
-    if other:
-        raise ValueError("ensemble SHAP explains instances of three one-vs-rest XGBoost boosters (xgboost_ovr); "
-                         + ", ".join(f"{k} is {t}" for k, t in other.items()))
     results: dict[str, InstanceShap] = {}
     todo, prints = [], {}
     for key, m in models.items():
@@ -445,6 +588,7 @@ class EnsembleShap:
     present: np.ndarray            # (I, U) bool
     per_class: np.ndarray          # (3, U) weighted
     ensemble: np.ndarray           # (U,) mean of the classes
+    methods: list[str] = field(default_factory=list)   # (I,) the explainer of each instance
 
 
 def aggregate(results: Mapping[str, InstanceShap], weights: Mapping[str, float]) -> EnsembleShap:
@@ -463,7 +607,8 @@ def aggregate(results: Mapping[str, InstanceShap], weights: Mapping[str, float])
         M[i][:, idx] = results[k].mean_abs
         present[i, idx] = True
     per_class = np.einsum("i,icu->cu", w, M)
-    return EnsembleShap(keys, w, union, M, present, per_class, per_class.mean(axis=0))
+    return EnsembleShap(keys, w, union, M, present, per_class, per_class.mean(axis=0),
+                        [results[k].method for k in keys])
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:
@@ -527,6 +672,7 @@ def instance_table(agg: EnsembleShap) -> pa.Table:
     I, U = len(agg.keys), len(agg.features)
     return pa.table({
         "partition_key": pa.array(np.repeat(agg.keys, U).tolist(), pa.string()),
+        "method": pa.array(np.repeat(agg.methods, U).tolist(), pa.string()),
         "weight": np.repeat(agg.weights, U),
         "feature": pa.array(agg.features * I, pa.string()),
         "present": agg.present.ravel(),
@@ -605,10 +751,16 @@ def summarize(agg: EnsembleShap, results: Mapping[str, InstanceShap], agreement:
                         f"spearman_top_{n}_mean": float(np.mean(st)) if st else None,
                         f"top_{n}_overlap_mean": float(np.mean(ov)) if ov else None}
     ty = {r["group"]: r for r in types.to_pylist()}
+    methods = {k: results[k].summary["method"] for k in agg.keys}
     return {
-        "analysis_type": "comprehensive_ensemble_shap", "method": METHOD, "sample_scope": SAMPLE_SCOPE,
-        "aggregation": AGGREGATION,
-        "n_instances": len(agg.keys), "n_models": 3 * len(agg.keys), "n_features": len(agg.features),
+        "analysis_type": "comprehensive_ensemble_shap",
+        "method": next(iter(methods.values())) if len(set(methods.values())) == 1 else
+        "mixed (per instance: instance_methods)", "scale": sorted({results[k].summary["scale"] for k in agg.keys}),
+        "instance_methods": methods, "sample_scope": SAMPLE_SCOPE, "aggregation": AGGREGATION,
+        "n_instances": len(agg.keys),
+        "n_models": sum(3 if results[k].summary.get("model_type", "xgboost_ovr") == "xgboost_ovr" else 1
+                        for k in agg.keys),
+        "n_outputs": 3 * len(agg.keys), "n_features": len(agg.features),
         "rows_per_instance": {k: results[k].summary["rows"] for k in agg.keys},
         "instance_weights": dict(zip(agg.keys, agg.weights.tolist())),
         "consolidated_weights": {m["partition_key"]: m["weight"] for m in members},
@@ -634,7 +786,7 @@ def summarize(agg: EnsembleShap, results: Mapping[str, InstanceShap], agreement:
 def compute_ensemble_shap(model_dir: str | Path, out_dir: str | Path, settings: ShapSettings = ShapSettings(),
                           cache_dir: str | Path | None = None, dataset: str | Path | None = None,
                           recompute: bool = False, plots: bool = True, log: Log = _quiet) -> dict[str, Any]:
-    """SHAP of the consolidated model in ``model_dir``: every member instance × 3 boosters,
+    """SHAP of the consolidated model in ``model_dir``: every member instance × 3 class outputs,
     aggregated with the model's own weights; tables, summary JSON, legacy CSV and plots written
     atomically to ``out_dir``. Per-instance results are kept in ``cache_dir`` (default
     ``<out_dir>/../instance_shap``) and reused when unchanged. Returns the summary."""
@@ -680,7 +832,7 @@ def compute_ensemble_shap(model_dir: str | Path, out_dir: str | Path, settings: 
                               "plots_seconds": round(time.perf_counter() - t_plots, 3) if plots else 0.0,
                               "total_seconds": round(time.perf_counter() - t0, 3)}
         write_json(tmp / "shap_analysis_summary.json", summary)
-    log(f"ensemble SHAP: {len(keys)} instance(s) × 3 models ({len(computed)} computed now) in "
+    log(f"ensemble SHAP: {len(keys)} instance(s) × 3 outputs ({len(computed)} computed now) in "
         f"{summary['timings']['total_seconds']:.1f}s; top features: "
         f"{', '.join(t['feature'] for t in summary['top_features']['ensemble'][:5])}")
     return summary

@@ -159,6 +159,30 @@ class TreeEnsemblePredictor:
     def raw_proba(self, X: np.ndarray) -> np.ndarray:
         return _softmax(self.raw(X))
 
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """The per-class softmax input (what SHAP explains)."""
+        return self.raw(X)
+
+    def shap_trees(self, c: int) -> dict[str, Any]:
+        """The trees of class ``c`` in the tree-dictionary form of ``shap.TreeExplainer``
+        (children, default child for missing values, split feature / threshold, ``x <= t`` goes
+        left, leaf values, node counts as cover), the class's baseline as its offset."""
+        a, off = self.arrays, self.arrays["tree_offsets"]
+        trees = []
+        for t in np.flatnonzero(self.tree_class == c):
+            s, e = int(off[t]), int(off[t + 1])
+            leaf = a["is_leaf"][s:e]
+            left = np.where(leaf, -1, a["left"][s:e]).astype(np.int32)
+            right = np.where(leaf, -1, a["right"][s:e]).astype(np.int32)
+            trees.append({"children_left": left, "children_right": right,
+                          "children_default": np.where(a["missing_left"][s:e], left, right).astype(np.int32),
+                          "features": np.where(leaf, -2, a["feature"][s:e]).astype(np.int32),
+                          "thresholds": np.where(leaf, 0.0, a["threshold"][s:e]).astype(np.float64),
+                          "values": a["value"][s:e].astype(np.float64)[:, None],
+                          "node_sample_weight": a["count"][s:e].astype(np.float64)})
+        return {"trees": trees, "base_offset": float(self.baseline[c]), "tree_output": "raw_value",
+                "input_dtype": np.float64, "internal_dtype": np.float64}
+
 
 class HistGradientBoostingAdapter(_Adapter):
     name = "HistGradientBoostingClassifier"
@@ -247,7 +271,8 @@ class MLPPredictor:
             raise ValueError(f"unknown MLP activation {self.activation!r}")
         self.n_features = len(self.mean)
 
-    def raw_proba(self, X: np.ndarray) -> np.ndarray:
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """The output layer before the softmax (per-class logits, what SHAP explains)."""
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected {self.n_features} feature columns, got shape {X.shape}")
         h = np.array(X, dtype=self.dtype, copy=True)
@@ -259,6 +284,10 @@ class MLPPredictor:
             h += b
             if i < len(self.coefs) - 1:
                 act(h)
+        return h
+
+    def raw_proba(self, X: np.ndarray) -> np.ndarray:
+        h = self.margin(X)
         tmp = h - h.max(axis=1)[:, np.newaxis]
         np.exp(tmp, out=h)
         h /= h.sum(axis=1)[:, np.newaxis]

@@ -353,3 +353,56 @@ def test_mixed_ensemble_predict_proba_is_the_weighted_average_of_its_members(tra
     # members are genuinely different models
     members = [load_model(d).predict_proba(table) for d in dirs.values()]
     assert all(not np.allclose(members[0], p) for p in members[1:])
+
+
+SHAP_METHOD = {"xgboost_ovr": "treeshap_xgboost", "xgboost_softprob": "treeshap_xgboost", HGB: "treeshap_trees",
+               MLP: "permutation"}
+
+
+def test_exported_hgb_trees_give_the_estimators_own_tree_shap_values():
+    import shap
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 5))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] + 0.3 * X[:, 2] > 0.5)
+    est = HistGradientBoostingClassifier(max_iter=12, max_leaf_nodes=6, random_state=0).fit(X, y)
+    pred = TreeEnsemblePredictor(export_hgb(est))
+    direct = np.asarray(shap.TreeExplainer(est, model_output="raw").shap_values(X[:40]))
+    direct = direct if direct.shape == (40, 5, 3) else np.moveaxis(direct, 0, -1)
+    raw = est._raw_predict(X[:40])
+    for c in range(3):
+        ex = shap.TreeExplainer(pred.shap_trees(c), feature_perturbation="tree_path_dependent")
+        phi = ex.shap_values(X[:40])
+        assert np.allclose(phi, direct[:, :, c], atol=1e-9)
+        assert np.allclose(phi.sum(axis=1) + float(np.ravel(ex.expected_value)[0]), raw[:, c], atol=1e-9)
+
+
+def test_every_kind_is_explained_and_the_mixed_ensemble_records_each_method(trained, source, tmp_path):
+    """Exact TreeSHAP for the tree kinds, bounded permutation SHAP for the MLP; every result is
+    additive on its rows and names its method in the summary and the tables."""
+    from ensemble_assets.core.io import read_json
+    from ensemble_assets.core.shap_analysis import ShapSettings, compute_ensemble_shap
+
+    ds, *_ = source
+    dirs = {_dirname(k): d for k, (d, _) in trained.items()}
+    consolidate(dirs, tmp_path / "ensemble")
+    settings = ShapSettings(sample_rows=150, agnostic_rows=12, agnostic_background=4, nthread=1)
+    s = compute_ensemble_shap(tmp_path / "ensemble", tmp_path / "shap", settings, dataset=ds.root, plots=False)
+    for kind in KINDS:
+        out = tmp_path / "instance_shap" / _dirname(kind)
+        summary = read_json(out / "summary.json")
+        assert summary["model_type"] == kind and summary["method_id"] == SHAP_METHOD[kind]
+        assert summary["rows"] == (12 if kind == MLP else 150) and summary["sample_rows"] == 150
+        assert 0 <= summary["max_additivity_error"] <= 1e-3
+        assert ("permutation" in summary["method"]) == (kind == MLP)
+        imp = pq.read_table(out / "importance.parquet")
+        assert set(imp.column("method").to_pylist()) == {SHAP_METHOD[kind]}
+        top = max(imp.column(f"mean_abs_shap_{c}").to_numpy().max() for c in CLASSES)
+        assert top > 0
+    t = pq.read_table(tmp_path / "shap" / "instance_importance.parquet")
+    assert dict(zip(t.column("partition_key").to_pylist(), t.column("method").to_pylist())) == {
+        _dirname(k): SHAP_METHOD[k] for k in KINDS}
+    assert s["method"].startswith("mixed") and set(s["instance_methods"]) == set(dirs)
+    assert s["n_models"] == 3 + 1 + 1 + 1 and s["n_outputs"] == 3 * len(KINDS)
+    assert len(s["scale"]) == 2   # log-odds of one-vs-rest boosters, softmax margin of the others

@@ -1,4 +1,5 @@
-"""Every instance kind trains through the asset graph; the kind is part of the partition key."""
+"""Every instance kind trains and is explained through the asset graph; the kind is part of the
+partition key."""
 
 from dataclasses import replace
 
@@ -8,12 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from ensemble_assets.assets import consolidated_model, instance_model
+from ensemble_assets.assets.shap import ensemble_shap, instance_shap
 from ensemble_assets.core import pipeline
 from ensemble_assets.core.model import load_model
+from ensemble_assets.core.shap_analysis import shap_paths
 from ensemble_assets.orchestration import materialize, partitions_to_train
 from ensemble_assets.partitions import gene_subsets
 from ensemble_assets_tests.conftest import make_config
-from ensemble_assets_tests.core.test_instance_kinds import kind_settings
+from ensemble_assets_tests.core.test_instance_kinds import SHAP_METHOD, kind_settings
 from ensemble_assets_tests.dagster.test_graph import PLAN, run_all
 
 
@@ -44,6 +47,19 @@ def test_each_kind_trains_through_the_graph(tiny_dataset, tmp_path, kind):
         assert np.allclose(model.predict_proba(table).sum(axis=1), 1.0)
         ev = instance.get_latest_materialization_event(consolidated_model.key)
         assert ev.asset_materialization.metadata["model_types"].value == [kind]
+        # SHAP of every instance and of the ensemble, with the kind's method recorded
+        shap = {"sample_rows": 120, "agnostic_rows": 8, "agnostic_background": 3, "nthread": 1}
+        for k in keys:
+            ok, err = materialize(cfg, instance, [instance_shap], partition_key=k,
+                                  run_config={"ops": {"instance_shap": {"config": shap}}})
+            assert ok, err
+        ok, err = materialize(cfg, instance, [ensemble_shap], run_config={"ops": {"ensemble_shap": {"config": shap}}})
+        assert ok, err
+        meta = instance.get_latest_materialization_event(ensemble_shap.key).asset_materialization.metadata
+        assert meta["instance_methods"].value.keys() == set(keys)
+        table = pq.read_table(shap_paths(cfg)["ensemble"] / "instance_importance.parquet")
+        assert set(table.column("method").to_pylist()) == {SHAP_METHOD[kind]}
+        assert meta["instances_computed"].value == []   # the instance_shap results were reused
 
 
 def test_changing_the_instance_kind_changes_every_partition_key(tiny_dataset, tmp_path):
