@@ -47,23 +47,28 @@ def _expected(node, x, known):
     return (yes["cover"] * _expected(yes, x, known) + no["cover"] * _expected(no, x, known)) / node["cover"]
 
 
-def _brute_force_shap(booster, x, names, base_margin):
-    """Shapley values by enumerating every coalition (the definition, no TreeSHAP algorithm)."""
-    trees = _trees(booster)
-    F = len(names)
-    xs = dict(zip(names, x))
-
-    def v(S):
-        return base_margin + sum(_expected(t, xs, {names[j] for j in S}) for t in trees)
-
-    phi = np.zeros(F)
+def _shapley(v, F):
+    """Shapley values of the coalition value function ``v`` by enumerating every coalition (the
+    definition, no algorithm); ``v`` may return an array (one value per output)."""
+    phi = [0.0] * F
     for j in range(F):
         rest = [k for k in range(F) if k != j]
         for r in range(F):
             for S in itertools.combinations(rest, r):
                 w = math.factorial(r) * math.factorial(F - r - 1) / math.factorial(F)
-                phi[j] += w * (v(S + (j,)) - v(S))
-    return phi, v(())
+                phi[j] = phi[j] + w * (v(S + (j,)) - v(S))
+    return np.asarray(phi)
+
+
+def _brute_force_shap(booster, x, names, base_margin):
+    """Path-dependent Shapley values of a booster (the tree's cover as the distribution)."""
+    trees = _trees(booster)
+    xs = dict(zip(names, x))
+
+    def v(S):
+        return base_margin + sum(_expected(t, xs, {names[j] for j in S}) for t in trees)
+
+    return _shapley(v, len(names)), v(())
 
 
 @pytest.fixture(scope="module")
@@ -286,22 +291,13 @@ def test_sampled_rows_are_the_datasets_rows_and_one_pass_equals_separate_passes(
 
 
 def _brute_force_interventional(f, x, background):
-    """Exact interventional Shapley values of f at x over all feature subsets (small F only)."""
-    F = len(x)
-
+    """Exact interventional Shapley values of f at x (outputs × features)."""
     def v(S):
         H = background.copy()
         H[:, list(S)] = x[list(S)]
         return f(H).mean(axis=0)
 
-    phi = np.zeros((F, f(x[None]).shape[1]))
-    for j in range(F):
-        rest = [i for i in range(F) if i != j]
-        for r in range(F):
-            for S in itertools.combinations(rest, r):
-                w = math.factorial(r) * math.factorial(F - r - 1) / math.factorial(F)
-                phi[j] += w * (v(S + (j,)) - v(S))
-    return phi.T
+    return _shapley(v, len(x)).T
 
 
 def test_permutation_shap_is_exact_where_a_permutation_and_its_reverse_cover_every_order():
