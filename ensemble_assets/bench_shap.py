@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / "bench_shap.json", report)
     print(json.dumps(report, indent=2))
     print(f"\nensemble SHAP: {report['instances']} instance(s) × 3 outputs × {args.rows} rows in "
-          f"{report['wall_seconds']:.1f}s wall (read {report['sample_read_seconds']:.1f}s, TreeSHAP "
+          f"{report['wall_seconds']:.1f}s wall (read {report['sample_read_seconds']:.1f}s, SHAP "
           f"{report['treeshap_seconds']:.1f}s, plots {report['plots_seconds'] or 0:.1f}s) on {args.threads} "
           f"thread(s); goal ≤ 60 s")
     return 0
