@@ -422,7 +422,7 @@ class InstanceShap:
 
     @property
     def method(self) -> str:
-        return self.summary.get("method_id", "treeshap_xgboost")
+        return self.summary["method_id"]
 
     def importance_table(self) -> pa.Table:
         F = len(self.features)
@@ -433,7 +433,7 @@ class InstanceShap:
         for c, cname in enumerate(CLASSES):
             cols[f"mean_shap_{cname}"] = self.mean[c]
         cols["method"] = pa.array([self.method] * F, pa.string())
-        cols["scale"] = pa.array([self.summary.get("scale", SCALES["ovr"])] * F, pa.string())
+        cols["scale"] = pa.array([self.summary["scale"]] * F, pa.string())
         return pa.table(cols)
 
 

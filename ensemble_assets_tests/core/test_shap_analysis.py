@@ -16,8 +16,8 @@ from ensemble_assets.core.inventory import build_gene_inventory
 from ensemble_assets.core.io import read_json, write_json
 from ensemble_assets.core.model import consolidate, load_model
 from ensemble_assets.core.screening import feature_columns, screen_features
-from ensemble_assets.core.shap_analysis import (LEGACY_COLUMNS, LEGACY_CSV, AdditivityError, InstanceShap,
-                                                ShapSettings, aggregate, check_additivity,
+from ensemble_assets.core.shap_analysis import (LEGACY_COLUMNS, LEGACY_CSV, SCALES, AdditivityError,
+                                                InstanceShap, ShapSettings, aggregate, check_additivity,
                                                 compute_ensemble_shap, feature_type_table, load_samples,
                                                 additivity_error, occurrence_in_group,
                                                 permutation_contributions, rank_agreement, request_from_oof,
@@ -126,7 +126,8 @@ def test_occurrence_in_group_counts_earlier_rows_with_the_same_keys():
 
 def _result(key, features, mean_abs):
     m = np.asarray(mean_abs, dtype=float)
-    return InstanceShap(key, features, m, m, [0.0] * 3, [0.0] * 3, pa.table({}), {"rows": 10})
+    return InstanceShap(key, features, m, m, [0.0] * 3, [0.0] * 3, pa.table({}),
+                       {"rows": 10, "method_id": "treeshap_xgboost", "scale": SCALES["ovr"]})
 
 
 def test_aggregate_matches_features_by_name_and_uses_normalised_weights_without_1_over_n():
