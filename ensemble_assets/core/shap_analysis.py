@@ -56,8 +56,8 @@ METHODS = {
                    "{permutations} random feature order(s) and reverse(s) per row, {background} background rows "
                    "from the same sample",
 }
-SCALES = {"ovr": "margin (log-odds) of each one-vs-rest booster",
-          "softmax": "margin of each class (the softmax input) of the multi-class model"}
+SCALES = {"ovr": "log-odds (the margin of each one-vs-rest booster)",
+          "softmax": "softmax margin (each class's input to the softmax of the multi-class model)"}
 SAMPLE_SCOPE = ("a seeded sample of each instance's out-of-fold rows (its own genes, each predicted "
                 "out-of-fold during CV); the explained boosters are the instance's final ones, fitted on "
                 "all of its genes. Importances describe what the models use, not how well they predict.")
@@ -826,7 +826,7 @@ def compute_ensemble_shap(model_dir: str | Path, out_dir: str | Path, settings: 
             from .shap_plots import write_shap_plots
 
             files = write_shap_plots(tmp / "plots", agg, results[summary["best_instance"]], types, agreement,
-                                     settings.top_n)
+                                     summary["scale"], settings.top_n)
         summary["plots"] = {k: f"plots/{Path(v).name}" for k, v in files.items()}
         summary["timings"] = {"instances_seconds": round(t_instances, 3),
                               "plots_seconds": round(time.perf_counter() - t_plots, 3) if plots else 0.0,

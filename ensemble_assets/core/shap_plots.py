@@ -4,7 +4,7 @@ state). The beeswarm uses the ``shap`` package's plot on the contributions compu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +33,12 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_top_features(path: Path, agg: "EnsembleShap", top_n: int = 20) -> Path:
+def _unit(scales: Sequence[str]) -> str:
+    """The short name of the SHAP scale(s) (``log-odds``, ``softmax margin``) for axis labels."""
+    return " / ".join(sorted({s.split(" (")[0] for s in scales}))
+
+
+def plot_top_features(path: Path, agg: "EnsembleShap", unit: str, top_n: int = 20) -> Path:
     """Top-N features by ensemble importance; each bar split into its classes' shares."""
     order = np.lexsort((np.asarray(agg.features), -agg.ensemble))[:top_n][::-1]
     fig = _figure(8, 0.32 * len(order) + 1.4)
@@ -45,13 +50,13 @@ def plot_top_features(path: Path, agg: "EnsembleShap", top_n: int = 20) -> Path:
         ax.barh(y, part, left=left, color=CLASS_COLORS[cname], label=cname)
         left += part
     ax.set_yticks(y, [agg.features[j] for j in order], fontsize=8)
-    ax.set_xlabel("ensemble importance: mean over classes of weighted mean |SHAP| (log-odds)")
-    ax.set_title(f"Top {len(order)} features of the ensemble ({len(agg.keys)} instances × 3 models)")
+    ax.set_xlabel(f"ensemble importance: mean over classes of weighted mean |SHAP| ({unit})")
+    ax.set_title(f"Top {len(order)} features of the ensemble ({len(agg.keys)} instances × 3 classes)")
     ax.legend(loc="lower right", fontsize=8, title="class share")
     return _save(fig, path)
 
 
-def plot_per_class(path: Path, agg: "EnsembleShap", top_n: int = 15) -> Path:
+def plot_per_class(path: Path, agg: "EnsembleShap", unit: str, top_n: int = 15) -> Path:
     fig = _figure(15, 0.3 * top_n + 1.4)
     axes = fig.subplots(1, 3)
     for c, (ax, cname) in enumerate(zip(axes, CLASSES)):
@@ -60,12 +65,12 @@ def plot_per_class(path: Path, agg: "EnsembleShap", top_n: int = 15) -> Path:
         ax.barh(np.arange(len(order)), v[order], color=CLASS_COLORS[cname])
         ax.set_yticks(np.arange(len(order)), [agg.features[j] for j in order], fontsize=8)
         ax.set_title(f"{cname} models: top {len(order)}")
-        ax.set_xlabel("weighted mean |SHAP| (log-odds)")
+        ax.set_xlabel(f"weighted mean |SHAP| ({unit})")
     return _save(fig, path)
 
 
 def plot_beeswarm(path: Path, result: "InstanceShap", cname: str, max_display: int = 20) -> Path:
-    """SHAP summary (beeswarm) of one booster of one instance, from its stored top features."""
+    """SHAP summary (beeswarm) of one class output of one instance, from its stored top features."""
     import shap
 
     t = result.beeswarm.filter(pc.equal(result.beeswarm.column("class"), cname))
@@ -84,7 +89,7 @@ def plot_beeswarm(path: Path, result: "InstanceShap", cname: str, max_display: i
                         group_remaining_features=False)
     ax.set_title(f"{cname} model of instance {result.key}\n{n} out-of-fold rows, top {len(feats)} features",
                  fontsize=10)
-    ax.set_xlabel("SHAP value (contribution to the log-odds margin)")
+    ax.set_xlabel(f"SHAP value (contribution to the {_unit([result.summary['scale']])})")
     return _save(fig, path)
 
 
@@ -145,11 +150,14 @@ def plot_instance_agreement(path: Path, agreement: pa.Table, keys: list[str]) ->
 
 
 def write_shap_plots(out_dir: Path, agg: "EnsembleShap", best: "InstanceShap", types: pa.Table,
-                     agreement: pa.Table, top_n: int = 20) -> dict[str, Path]:
+                     agreement: pa.Table, scales: Sequence[str], top_n: int = 20) -> dict[str, Path]:
+    """Every SHAP plot; ``scales``: the scales of the instances' SHAP values (the summary's ``scale``)."""
     out_dir = Path(out_dir)
+    unit = _unit(scales)
     files = {
-        "top_features": plot_top_features(out_dir / "top_features.png", agg, top_n),
-        "per_class_top_features": plot_per_class(out_dir / "per_class_top_features.png", agg, min(top_n, 15)),
+        "top_features": plot_top_features(out_dir / "top_features.png", agg, unit, top_n),
+        "per_class_top_features": plot_per_class(out_dir / "per_class_top_features.png", agg, unit,
+                                                 min(top_n, 15)),
         "beeswarm_donor": plot_beeswarm(out_dir / "beeswarm_donor.png", best, "donor", top_n),
         "beeswarm_acceptor": plot_beeswarm(out_dir / "beeswarm_acceptor.png", best, "acceptor", top_n),
         "feature_type_share": plot_feature_type_share(out_dir / "feature_type_share.png", types),
