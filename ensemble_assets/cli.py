@@ -36,7 +36,9 @@ def build_config(args: argparse.Namespace) -> PlatformConfig:
                        device=args.device, calibration=args.calibration, nthread=args.threads, seed=args.seed)
     training = replace(training, instance_kind=args.instance_kind, max_sample_rows=args.max_sample_rows,
                        estimator_params=_json_object(args.estimator_params, "--estimator-params"))
-    screening = replace(base.screening, exclude=tuple(args.exclude or ()), seed=args.seed)
+    screening = replace(base.screening, exclude=tuple(args.exclude or ()), seed=args.seed,
+                        kmer_sizes=tuple(args.kmer_sizes) if args.kmer_sizes else None,
+                        gene_context=args.gene_context)
     return replace(base, dataset=dataset, plan=plan, training=training, screening=screening)
 
 
@@ -226,6 +228,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--calibration", default="isotonic", choices=["isotonic", "platt", "none"])
     t.add_argument("--threads", type=int, default=0, help="XGBoost threads (0: all cores)")
     t.add_argument("--exclude", nargs="*", help="feature columns to exclude")
+    t.add_argument("--gene-context", action="store_true",
+                   help="add the distances to the gene's nearest other candidate donor / acceptor (score >= 0.1) "
+                        "as features; only for a dataset holding every position scoring >= 0.1, as "
+                        "MetaSpliceAI datasets do (every position >= 0.02)")
+    t.add_argument("--kmer-sizes", nargs="*", type=int,
+                   help="k-mer sizes to keep as features, e.g. 3 (default: every size in the dataset)")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--skip-shap", action="store_true", help="do not materialize instance_shap / ensemble_shap")
     t.add_argument("--instance-kind", default=DEFAULT_INSTANCE_KIND, choices=INSTANCE_KINDS,

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from .calibration import calibrate_proba
-from .dataset import to_feature_matrix
+from .dataset import source_columns, to_feature_matrix
 from .io import atomic_directory, read_json, sha256_file, write_json
 from .schema import CLASSES, is_kmer
 from .training import MODEL_FORMAT, MODEL_FORMAT_VERSION, READABLE_FORMAT_VERSIONS
@@ -47,9 +47,10 @@ def align_features(X: Any, features: Sequence[str], fill: dict[str, float]) -> n
                              "(pass a table to align by name)")
         return np.ascontiguousarray(t, dtype=np.float32)
     names = set(t.schema.names)
-    missing = [f for f in features if f not in names and not is_kmer(f)]
+    # a computed feature is read by name where the input has it, else computed from its sources
+    missing = [c for c in source_columns([f for f in features if f not in names]) if c not in names and not is_kmer(c)]
     if missing:
-        raise ModelError(f"input lacks {len(missing)} feature column(s) the model needs: {', '.join(missing[:20])}")
+        raise ModelError(f"input lacks {len(missing)} column(s) the model reads: {', '.join(missing[:20])}")
     kmer_fill = {f: (0.0 if is_kmer(f) else fill[f]) for f in features}
     try:
         return to_feature_matrix(t, features, kmer_fill, source="input")

@@ -50,6 +50,28 @@ STRUCTURAL_LEAKAGE_COLUMNS: tuple[str, ...] = (
     "median_exon_length", "total_exon_length", "total_intron_length", "distance_to_start",
     "distance_to_end", "has_tx_info", "has_gene_info", "missing_transcript_feats",
 )
+# the number of the gene's annotated sites: its labels, counted (a gene whose count is 0 has no
+# site at all); never known for a gene the model is asked about
+GENE_LABEL_COUNT_COLUMNS: tuple[str, ...] = ("n_splice_sites",)
+# the "own track" context of MetaSpliceAI: a site row takes its label's track (donor rows the
+# donor track), a negative the track of its larger score, so which track a value comes from
+# depends on the label; donor_*/acceptor_* carry both tracks, chosen without the label
+LABEL_CHOSEN_TRACK_COLUMNS: tuple[str, ...] = (
+    *CONTEXT_COLUMNS, "context_neighbor_mean", "context_asymmetry", "context_max",
+)
+# computed, not read: where the position lies in its gene (transcript orientation), from the
+# dataset's ``position`` (0 = the gene's 5' end) and ``gene_length``
+GENE_POSITION_SOURCES: tuple[str, ...] = ("position", "gene_length")
+GENE_POSITION_FEATURES: tuple[str, ...] = ("gene_offset_5p", "gene_offset_3p", "gene_relative_position")
+# computed, not read, and only where the dataset holds every position of a gene whose donor or
+# acceptor score reaches CANDIDATE_MIN_SCORE (MetaSpliceAI's row selection keeps every position
+# scoring >= 0.02): nucleotides to the nearest other candidate donor / acceptor of the gene,
+# upstream and downstream (transcript orientation); the gene's length where there is none
+CANDIDATE_MIN_SCORE = 0.1
+GENE_CONTEXT_SOURCES: tuple[str, ...] = ("gene_id", "position", "gene_length", "donor_score", "acceptor_score")
+GENE_CONTEXT_FEATURES: tuple[str, ...] = (
+    "nearest_donor_upstream", "nearest_donor_downstream", "nearest_acceptor_upstream", "nearest_acceptor_downstream",
+)
 # chromosome-level leakage across instances
 NON_FEATURE_BY_DEFAULT: tuple[str, ...] = ("chrom",)
 
@@ -80,6 +102,10 @@ def feature_family(column: str) -> str:
     """The DESIGN §4 family of a column name (``other`` for unknown numeric columns)."""
     if column in LEAKAGE_COLUMNS:
         return "leakage"
+    if column in GENE_POSITION_FEATURES:
+        return "gene_position"
+    if column in GENE_CONTEXT_FEATURES:
+        return "gene_context"
     if column in ID_COLUMNS or column == "chrom":
         return "id"
     if column in BASE_SCORE_COLUMNS:

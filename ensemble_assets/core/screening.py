@@ -8,9 +8,12 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .dataset import DatasetError, ParquetDataset, _quote, read_errors
+from .dataset import (DatasetError, ParquetDataset, _quote, label_codes, read_errors, source_columns,
+                      to_feature_matrix)
 from .inventory import LABEL_SQL, _source, connect, internal_name
-from .schema import (GENE_COLUMN, ID_COLUMNS, LABEL_COLUMN, LEAKAGE_COLUMNS, NON_FEATURE_BY_DEFAULT,
+from .schema import (GENE_COLUMN, GENE_CONTEXT_FEATURES, GENE_CONTEXT_SOURCES, GENE_LABEL_COUNT_COLUMNS,
+                     GENE_POSITION_FEATURES, GENE_POSITION_SOURCES, ID_COLUMNS,
+                     LABEL_CHOSEN_TRACK_COLUMNS, LABEL_COLUMN, LEAKAGE_COLUMNS, NON_FEATURE_BY_DEFAULT,
                      STRUCTURAL_LEAKAGE_COLUMNS, feature_family, is_kmer)
 
 
@@ -22,6 +25,10 @@ class ScreeningSettings:
     exclude: tuple[str, ...] = ()         # user exclusions
     include_structural: bool = False      # keep back-filled structural columns (they leak!)
     include_chrom: bool = False
+    gene_position: bool = True            # compute GENE_POSITION_FEATURES from position and gene_length
+    # compute GENE_CONTEXT_FEATURES: only for a dataset that holds every position of a gene whose
+    # donor or acceptor score reaches CANDIDATE_MIN_SCORE (else their rows are a label-driven sample)
+    gene_context: bool = False
     kmer_sizes: tuple[int, ...] | None = None   # None: all k-mer sizes present
 
 
@@ -39,6 +46,11 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
         reason = ""
         if name in LEAKAGE_COLUMNS:
             reason = "label leakage"
+        elif name in GENE_LABEL_COUNT_COLUMNS:
+            reason = "label leakage (the gene's annotated sites, counted: unknown for a gene being predicted)"
+        elif name in LABEL_CHOSEN_TRACK_COLUMNS:
+            reason = ("label leakage (a site row's context comes from its label's score track; "
+                      "donor_*/acceptor_* hold both tracks)")
         elif name in NON_FEATURE_BY_DEFAULT and not settings.include_chrom:
             reason = "chromosome (leaks across instances; not a feature by default)"
         elif name in ID_COLUMNS:
@@ -54,7 +66,13 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
         rows.append({"column": name, "dtype": str(typ), "family": fam, "reason": reason})
         if not reason:
             candidates.append(name)
+    for on, computed, sources in ((settings.gene_position, GENE_POSITION_FEATURES, GENE_POSITION_SOURCES),
+                                  (settings.gene_context, GENE_CONTEXT_FEATURES, GENE_CONTEXT_SOURCES)):
+        if on and all(c in ds.columns and (c == GENE_COLUMN or _numeric(ds.schema.field(c).type)) for c in sources):
+            rows += [{"column": name, "dtype": "double", "family": feature_family(name), "reason": ""}
+                     for name in computed if name not in ds.columns]
     stats = _column_stats(ds, candidates, genes, settings, threads)
+    stats.update(_computed_stats(ds, [r["column"] for r in rows if r["column"] not in ds.columns], genes, settings))
     for r in rows:
         s = stats.get(r["column"], {})
         r.update({k: s.get(k) for k in ("non_null", "nan_count", "inf_count", "min", "max", "mean", "label_corr")})
@@ -80,14 +98,19 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
     ]))
 
 
+def _sample_genes(genes: Sequence[str], settings: ScreeningSettings) -> list[str]:
+    """The genes the label-correlation screen reads: all, or ``sample_genes`` of them drawn with ``seed``."""
+    genes = sorted(genes)
+    if len(genes) <= settings.sample_genes:
+        return genes
+    return sorted(np.random.default_rng(settings.seed).choice(genes, size=settings.sample_genes, replace=False).tolist())
+
+
 def _column_stats(ds: ParquetDataset, columns: list[str], genes: Sequence[str],
                   settings: ScreeningSettings, threads: int, chunk: int = 150) -> dict[str, dict]:
     if not columns:
         return {}
-    rng = np.random.default_rng(settings.seed)
-    genes = sorted(genes)
-    sample = genes if len(genes) <= settings.sample_genes else sorted(
-        rng.choice(genes, size=settings.sample_genes, replace=False).tolist())
+    sample = _sample_genes(genes, settings)
     con = connect(threads)
     con.register("sample_genes", pa.table({"gene_id": pa.array(sample, pa.string())}))
     out: dict[str, dict] = {}
@@ -96,6 +119,32 @@ def _column_stats(ds: ParquetDataset, columns: list[str], genes: Sequence[str],
             _stats_queries(con, ds, columns, settings, chunk, out)
     finally:
         con.close()
+    return out
+
+
+def _computed_stats(ds: ParquetDataset, names: list[str], genes: Sequence[str],
+                    settings: ScreeningSettings) -> dict[str, dict]:
+    """The manifest statistics of computed features (``schema.GENE_POSITION_FEATURES``, ``GENE_CONTEXT_FEATURES``),
+    computed as training computes them (``dataset.to_feature_matrix``), on the whole genes of the gene sample."""
+    if not names:
+        return {}
+    import pyarrow.dataset as pads
+
+    cols = [GENE_COLUMN, LABEL_COLUMN, *(c for c in source_columns(names) if c not in (GENE_COLUMN, LABEL_COLUMN))]
+    with read_errors(ds, cols):
+        t = pads.dataset(ds.file_strings, schema=ds.schema, format="parquet").to_table(
+            columns=cols, filter=pads.field(GENE_COLUMN).isin(pa.array(_sample_genes(genes, settings), pa.string())))
+    X = to_feature_matrix(t, names, {n: np.nan for n in names}, f"dataset {ds.root}").astype(np.float64)
+    is_splice = (label_codes(t.column(LABEL_COLUMN)) > 0).astype(np.float64)
+    out: dict[str, dict] = {}
+    for j, name in enumerate(names):
+        v = X[:, j]
+        ok = np.isfinite(v)  # missing sources (NaN) are filled like a missing value
+        corr = (float(np.corrcoef(v[ok], is_splice[ok])[0, 1])
+                if ok.sum() > 1 and np.ptp(v[ok]) > 0 and np.ptp(is_splice[ok]) > 0 else None)
+        out[name] = {"non_null": int(ok.sum()), "nan_count": 0, "inf_count": 0,
+                     "min": float(v[ok].min()) if ok.any() else None, "max": float(v[ok].max()) if ok.any() else None,
+                     "mean": float(v[ok].mean()) if ok.any() else None, "label_corr": corr, "inf_files": []}
     return out
 
 

@@ -36,7 +36,8 @@ from .calibration import calibrate_proba, fit_calibrator
 from .dataset import DatasetError, ParquetDataset, RowBatch, iter_subset_batches
 from .io import atomic_directory, sha256_file, sha256_text, write_json, write_parquet
 from .metrics import evaluate
-from .schema import CLASSES, ID_COLUMNS, LEAKAGE_COLUMNS, NON_FEATURE_BY_DEFAULT
+from .schema import (CLASSES, GENE_LABEL_COUNT_COLUMNS, ID_COLUMNS, LABEL_CHOSEN_TRACK_COLUMNS, LEAKAGE_COLUMNS,
+                     NON_FEATURE_BY_DEFAULT)
 
 MODEL_FORMAT = "ensemble_assets.model"
 # 2: instance kinds (``model_type`` other than xgboost_ovr). Version 1 manifests (always
@@ -410,7 +411,8 @@ def fold_splits(data: Any, settings: TrainingSettings) -> tuple[np.ndarray, np.n
 def refuse_identifier_features(features: Sequence[str]) -> None:
     """Identifiers and label-leaking columns never enter any kind's feature matrix (screening
     excludes them; this is the guard at the training boundary)."""
-    bad = [f for f in features if f in ID_COLUMNS or f in LEAKAGE_COLUMNS or f in NON_FEATURE_BY_DEFAULT]
+    bad = [f for f in features if f in (*ID_COLUMNS, *LEAKAGE_COLUMNS, *NON_FEATURE_BY_DEFAULT,
+                                        *GENE_LABEL_COUNT_COLUMNS, *LABEL_CHOSEN_TRACK_COLUMNS)]
     if bad:
         raise DatasetError(f"identifier or label-leaking column(s) passed as features: {', '.join(bad)}; "
                            "they never enter a model (see feature_screening)")

@@ -1,0 +1,135 @@
+"""Feature screening: label-derived columns never become features; gene-position features are
+computed from position and gene_length on the one row path, for training and for model input."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ensemble_assets.core.dataset import iter_subset_batches, open_dataset
+from ensemble_assets.core.inventory import build_gene_inventory
+from ensemble_assets.core.model import ModelError, align_features
+from ensemble_assets.core.schema import GENE_CONTEXT_FEATURES, GENE_POSITION_FEATURES, LABEL_CHOSEN_TRACK_COLUMNS
+from ensemble_assets.core.screening import ScreeningSettings, feature_columns, screen_features
+from ensemble_assets.core.training import refuse_identifier_features
+
+
+@pytest.fixture(scope="module")
+def screened(tiny_dataset):
+    ds = open_dataset(tiny_dataset)
+    genes = build_gene_inventory(ds, threads=1)[0].column("gene_id").to_pylist()
+    return ds, genes, screen_features(ds, genes, ScreeningSettings(), threads=1)
+
+
+def test_gene_site_count_and_label_chosen_context_are_never_features(screened):
+    ds, _, manifest = screened
+    m = {r["column"]: r for r in manifest.to_pylist()}
+    present = [c for c in ("n_splice_sites", *LABEL_CHOSEN_TRACK_COLUMNS) if c in ds.columns]
+    assert "n_splice_sites" in present and "context_score_m1" in present and "context_max" in present
+    for c in present:
+        assert not m[c]["is_feature"] and m[c]["reason"].startswith("label leakage"), (c, m[c]["reason"])
+    assert "annotated sites" in m["n_splice_sites"]["reason"]
+    assert "label's score track" in m["context_score_m1"]["reason"]
+    # the per-type tracks they duplicate stay features
+    assert m["donor_diff_m1"]["is_feature"] and m["acceptor_diff_p1"]["is_feature"]
+    for c in present:
+        with pytest.raises(ValueError, match=c):
+            refuse_identifier_features(["donor_score", c])
+
+
+def test_gene_position_features_are_computed_on_the_row_path(screened):
+    ds, genes, manifest = screened
+    m = {r["column"]: r for r in manifest.to_pylist()}
+    for name in GENE_POSITION_FEATURES:
+        assert m[name]["is_feature"] and m[name]["family"] == "gene_position", m[name]
+    assert 0 <= m["gene_relative_position"]["min"] < m["gene_relative_position"]["max"] < 1
+    features, fill = feature_columns(manifest)
+    got = {f: [] for f in GENE_POSITION_FEATURES}
+    keys = []
+    for b in iter_subset_batches(ds, genes[:10], features, fill, batch_rows=97):
+        for f in GENE_POSITION_FEATURES:
+            got[f].append(b.X[:, features.index(f)])
+        keys += list(zip(b.gene_id, b.position))
+    t = pa.concat_tables(pq.read_table(f, columns=["gene_id", "position", "gene_length"]) for f in ds.files).to_pandas()
+    t = t.set_index(["gene_id", "position"]).loc[keys]
+    pos = t.index.get_level_values("position").to_numpy(float)
+    length = t["gene_length"].to_numpy(float)
+    np.testing.assert_allclose(np.concatenate(got["gene_offset_5p"]), pos)
+    np.testing.assert_allclose(np.concatenate(got["gene_offset_3p"]), length - 1 - pos)
+    np.testing.assert_allclose(np.concatenate(got["gene_relative_position"]), pos / length, rtol=1e-6)
+    assert (pos > 0).any() and ((length - 1 - pos) > 0).any()
+
+
+def test_model_input_needs_only_the_sources_of_gene_position_features():
+    features = ["donor_score", "gene_offset_3p", "gene_relative_position"]
+    fill = {f: -1.0 for f in features}
+    t = pa.table({"donor_score": [0.9, 0.1], "position": [10, 0], "gene_length": [100, 0]})
+    X = align_features(t, features, fill)
+    np.testing.assert_allclose(X, [[0.9, 89.0, 0.1], [0.1, -1.0, -1.0]])  # length 0: filled, not inf
+    with pytest.raises(ModelError, match="position"):
+        align_features(t.drop(["position"]), features, fill)
+
+
+def test_gene_position_features_can_be_turned_off(tiny_dataset):
+    ds = open_dataset(tiny_dataset)
+    genes = build_gene_inventory(ds, threads=1)[0].column("gene_id").to_pylist()
+    manifest = screen_features(ds, genes, ScreeningSettings(gene_position=False), threads=1)
+    assert not set(GENE_POSITION_FEATURES) & set(manifest.column("column").to_pylist())
+
+
+@pytest.mark.realdata
+def test_atha_site_rows_take_their_labels_context_track(atha_chr1):
+    """Why the context columns are excluded: on the real dataset a site row's context is its
+    label's track even where the other track scores higher, which a negative never does."""
+    ds = open_dataset(atha_chr1)
+    t = pq.read_table(ds.files[0], columns=["splice_type", "donor_score", "acceptor_score", "context_score_m1",
+                                            "donor_diff_m1", "acceptor_diff_m1"]).to_pandas()
+    donor_track = t.donor_score - t.donor_diff_m1
+    acceptor_track = t.acceptor_score - t.acceptor_diff_m1
+    max_rule = np.where(t.donor_score >= t.acceptor_score, donor_track, acceptor_track)
+    label_track = np.where(t.splice_type == "acceptor", acceptor_track, donor_track)
+    negatives = (t.splice_type == "neither").to_numpy()
+    assert np.allclose(t.context_score_m1[~negatives], label_track[~negatives], atol=1e-9, rtol=0)
+    assert np.allclose(t.context_score_m1[negatives], max_rule[negatives], atol=1e-9, rtol=0)
+    sites_off_rule = (~negatives) & ~np.isclose(t.context_score_m1, max_rule, atol=1e-9, rtol=0)
+    assert sites_off_rule.sum() > 0
+
+
+def test_gene_context_distances_by_hand():
+    t = pa.table({"gene_id": ["a", "a", "a", "a", "b", "b"], "position": [0, 5, 10, 20, 3, 7],
+                  "gene_length": [30, 30, 30, 30, 9, 9],
+                  "donor_score": [0.5, 0.0, 0.2, 0.05, 0.0, 0.0], "acceptor_score": [0.0, 0.3, 0.0, 0.0, 0.0, 0.1]})
+    X = align_features(t, list(GENE_CONTEXT_FEATURES), {f: -1.0 for f in GENE_CONTEXT_FEATURES})
+    got = dict(zip(GENE_CONTEXT_FEATURES, X.T))
+    # candidates: gene a donors {0, 10} (0.05 < 0.1 is not one), acceptors {5}; gene b acceptors {7}
+    np.testing.assert_array_equal(got["nearest_donor_upstream"], [30, 5, 10, 10, 9, 9])
+    np.testing.assert_array_equal(got["nearest_donor_downstream"], [10, 5, 30, 30, 9, 9])
+    np.testing.assert_array_equal(got["nearest_acceptor_upstream"], [30, 30, 5, 15, 9, 9])
+    np.testing.assert_array_equal(got["nearest_acceptor_downstream"], [5, 30, 30, 30, 4, 9])
+
+
+def test_gene_context_depends_only_on_candidate_rows(tiny_dataset):
+    """The rows a dataset adds below the candidate score (sites, near-site and random negatives:
+    a label-driven sample) never change a row's gene-context features, and the training path
+    (candidates read from the dataset) equals the model-input path (candidates from the table)."""
+    ds = open_dataset(tiny_dataset)
+    genes = build_gene_inventory(ds, threads=1)[0].column("gene_id").to_pylist()
+    manifest = screen_features(ds, genes, ScreeningSettings(gene_context=True), threads=1)
+    m = {r["column"]: r for r in manifest.to_pylist()}
+    assert all(m[f]["is_feature"] and m[f]["family"] == "gene_context" for f in GENE_CONTEXT_FEATURES)
+    features = [*GENE_CONTEXT_FEATURES, "donor_score"]
+    fill = {f: -1.0 for f in features}
+    streamed = np.concatenate([b.X for b in iter_subset_batches(ds, genes[:12], features, fill, batch_rows=61)])
+    t = pa.concat_tables(pq.read_table(f) for f in ds.files)
+    t = t.filter(pa.compute.is_in(t.column("gene_id"), pa.array(sorted(genes[:12]))))
+    full = align_features(t, features, fill)
+    np.testing.assert_array_equal(full, streamed)
+    is_candidate = np.maximum(t.column("donor_score").to_numpy(), t.column("acceptor_score").to_numpy()) >= 0.1
+    rng = np.random.default_rng(0)
+    keep = is_candidate | (rng.random(t.num_rows) < 0.3)
+    assert (~keep).sum() > 50 and is_candidate.sum() > 20
+    thinned = align_features(t.filter(pa.array(keep)), features, fill)
+    np.testing.assert_array_equal(thinned, full[keep])
+    # dropping candidate rows does change their neighbours' features (the test can fail)
+    sparse = keep & (~is_candidate | (np.arange(t.num_rows) % 2 == 0))
+    assert not np.array_equal(align_features(t.filter(pa.array(sparse)), features, fill), full[sparse])
