@@ -8,6 +8,16 @@ from .core import pipeline
 from .resources import EnsembleResource
 
 
+def _per_key_result(problems: dict[str, str], ok: str, metadata: dict, count_name: str) -> dg.AssetCheckResult:
+    """A check over keys (subsets, instances): fails naming each key with its problems (non-empty
+    text), else passes with ``ok``; ``count_name`` in the metadata counts the failing keys."""
+    bad = {k: v for k, v in problems.items() if v}
+    return dg.AssetCheckResult(
+        passed=not bad,
+        description="; ".join(f"{k}: {v}" for k, v in bad.items()) if bad else ok,
+        metadata={**metadata, count_name: len(bad)})
+
+
 @dg.asset_check(asset=training_plan, blocking=True,
                 description="Every non-holdout gene is in at least one gene subset (coverage 100%).")
 def plan_covers_every_training_gene(ensemble: EnsembleResource) -> dg.AssetCheckResult:
@@ -32,13 +42,9 @@ def plan_covers_every_training_gene(ensemble: EnsembleResource) -> dg.AssetCheck
 def holdout_genes_never_trained(ensemble: EnsembleResource) -> dg.AssetCheckResult:
     plan = pipeline.load_plan(ensemble.config())
     held = set(plan["holdout_genes"])
-    leaks = {s["key"]: sorted(held & set(s["genes"])) for s in plan["subsets"]}
-    leaks = {k: v for k, v in leaks.items() if v}
-    return dg.AssetCheckResult(
-        passed=not leaks,
-        description="; ".join(f"{k}: {', '.join(v[:10])}" for k, v in leaks.items()) if leaks
-        else f"{len(held)} holdout genes, none in a training subset",
-        metadata={"holdout_genes": len(held), "leaking_subsets": len(leaks)})
+    leaks = {s["key"]: ", ".join(sorted(held & set(s["genes"]))[:10]) for s in plan["subsets"]}
+    return _per_key_result(leaks, f"{len(held)} holdout genes, none in a training subset",
+                           {"holdout_genes": len(held)}, "leaking_subsets")
 
 
 @dg.asset_check(asset=consolidated_model, blocking=True,
@@ -70,13 +76,9 @@ def instance_folds_are_gene_disjoint(ensemble: EnsembleResource) -> dg.AssetChec
     from .core.integrity import fold_violations
 
     members = ensemble_members(pipeline.paths(ensemble.config())["consolidated"])
-    problems = {m["partition_key"]: fold_violations(m["dir"]) for m in members}
-    problems = {k: v for k, v in problems.items() if v}
-    return dg.AssetCheckResult(
-        passed=not problems,
-        description="; ".join(f"{k}: {' | '.join(v)}" for k, v in problems.items()) if problems
-        else f"{len(members)} instance(s): every gene in exactly one fold",
-        metadata={"instances": len(members), "instances_with_violations": len(problems)})
+    problems = {m["partition_key"]: " | ".join(fold_violations(m["dir"])) for m in members}
+    return _per_key_result(problems, f"{len(members)} instance(s): every gene in exactly one fold",
+                           {"instances": len(members)}, "instances_with_violations")
 
 
 @dg.asset_check(asset=feature_screening, blocking=True,

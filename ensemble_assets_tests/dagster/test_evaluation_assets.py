@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ensemble_assets.assets import evaluation_assets, instance_model
-from ensemble_assets.checks import (calibrated_ece_within_bound, instance_folds_are_gene_disjoint,
-                                    meta_beats_base_on_holdout_f1)
+from ensemble_assets.checks import (calibrated_ece_within_bound, holdout_genes_never_trained,
+                                    instance_folds_are_gene_disjoint, meta_beats_base_on_holdout_f1)
 from ensemble_assets.core import pipeline, reports
 from ensemble_assets.core.dataset import open_dataset
 from ensemble_assets.core.evaluation import predict_rows
@@ -115,6 +115,21 @@ def test_fold_check_fails_and_names_the_gene_when_a_gene_is_in_two_folds(evaluat
     pq.write_table(t.set_column(t.schema.get_field_index("fold"), "fold", pa.array(fold)), f)
     r = instance_folds_are_gene_disjoint(ensemble=res)
     assert not r.passed and keys[0] in r.description and gene in r.description
+
+
+def test_holdout_check_fails_and_names_the_subset_and_gene_when_a_holdout_gene_is_trained(evaluated, tmp_path):
+    cfg, keys, *_ = evaluated
+    res = _copy_root(cfg, tmp_path)
+    ok = holdout_genes_never_trained(ensemble=res)
+    assert ok.passed and ok.metadata["leaking_subsets"].value == 0
+    f = tmp_path / "artifacts" / "training_plan.json"
+    plan = json.loads(f.read_text())
+    gene = plan["holdout_genes"][0]
+    plan["subsets"][1]["genes"].append(gene)
+    f.write_text(json.dumps(plan))
+    r = holdout_genes_never_trained(ensemble=res)
+    assert not r.passed and r.metadata["leaking_subsets"].value == 1
+    assert r.description == f"{plan['subsets'][1]['key']}: {gene}"
 
 
 def test_ece_check_warns_above_the_bound_with_the_numbers(evaluated, tmp_path):
