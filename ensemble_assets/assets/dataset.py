@@ -35,7 +35,8 @@ def gene_inventory(context: dg.AssetExecutionContext, ensemble: EnsembleResource
     deps=[gene_inventory],
     description="The feature manifest: every column, whether it is a model feature and why not "
                 "(metadata, label leakage, structural leakage, constant, label correlation on a gene "
-                "sample, user exclusion), with the fill value used to impute nulls.",
+                "sample, user exclusion), with the fill value used to impute nulls; and the computed "
+                "gene-position (and, opted in, gene-context) features.",
 )
 def feature_screening(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
     cfg = ensemble.config()
