@@ -24,4 +24,4 @@ validate: venv
 	$(VENV)/dagster definitions validate
 
 bench: venv
-	$(VENV)/python -m ensemble_assets.bench instance
+	$(VENV)/python -m benchmarks.instance instance

@@ -8,19 +8,22 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .core.config import DEMO_GENES_PER_INSTANCE, REPO_ROOT, PlatformConfig, default_data_root
-from .core.training import DEFAULT_INSTANCE_KIND, INSTANCE_KINDS, TrainingSettings
+from ensemble_assets.core.config import DEMO_GENES_PER_INSTANCE, PlatformConfig, default_data_root
+from ensemble_assets.core.training.settings import DEFAULT_INSTANCE_KIND, INSTANCE_KINDS, TrainingSettings
 
 
-def _instance():
-    """The persistent Dagster instance: DAGSTER_HOME, else the repository root (its dagster.yaml
-    keeps storage under data/, with paths relative to the repository root)."""
+def _instance(cfg: PlatformConfig):
+    """The persistent Dagster instance: ``$DAGSTER_HOME`` when set (``make`` sets it to the
+    repository, whose dagster.yaml keeps storage under ./data/dagster), else ``<data root>/dagster``,
+    created with telemetry off on first use. Materializations there are the training checkpoints."""
     import dagster as dg
 
     if not os.environ.get("DAGSTER_HOME"):
-        os.environ["DAGSTER_HOME"] = str(REPO_ROOT)
-    if Path(os.environ["DAGSTER_HOME"]).resolve() == REPO_ROOT:
-        os.chdir(REPO_ROOT)
+        home = cfg.root / "dagster"
+        home.mkdir(parents=True, exist_ok=True)
+        if not (home / "dagster.yaml").is_file():
+            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+        os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 
 
@@ -57,7 +60,7 @@ def _json_object(text: str | None, flag: str) -> dict:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from .core.demo_data import DemoSpec, write_demo_dataset
+    from ensemble_assets.datasets.demo import DemoSpec, write_demo_dataset
 
     out = Path(args.output).resolve() if args.output else PlatformConfig().demo_dir
     spec = DemoSpec(n_genes=args.genes, seed=args.seed,
@@ -68,19 +71,23 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .assets import consolidated_model, feature_screening, gene_inventory, instance_model, training_plan
-    from .core import pipeline
-    from .orchestration import materialize, partitions_to_train
+    from ensemble_assets.core import artifacts
+    from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
+    from ensemble_assets.defs.ensemble.assets import consolidated_model
+    from ensemble_assets.defs.planning.assets import training_plan
+    from ensemble_assets.defs.training.assets import instance_model
+    from ensemble_assets.defs.training.retraining import partitions_to_train
+    from ensemble_assets.runs import materialize
 
     cfg = build_config(args).validate()  # bad settings: refused before anything is read or written
-    instance = _instance()
+    instance = _instance(cfg)
     cfg.save()
     print(f"dataset: {cfg.dataset_path}   data root: {cfg.root}")
     ok, errors = materialize(cfg, instance, [gene_inventory, feature_screening, training_plan])
     if not ok:
         print("training plan failed:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
-    plan = pipeline.load_plan(cfg)
+    plan = artifacts.load_plan(cfg)
     keys = [s["key"] for s in plan["subsets"]]
     todo = partitions_to_train(instance, keys, force=args.force_retrain_all, cfg=cfg)
     print(f"plan: {plan['strategy']}, {len(keys)} instance(s) of ≤{plan['genes_per_instance']} genes, "
@@ -98,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print("\nout-of-fold metrics per instance (rows of genes each fold model did not train on):")
     print(f"  {'partition':<14}{'genes':>7}{'rows':>9}{'macroF1':>9}{'spliceF1':>9}{'baseF1':>8}{'spliceAP':>9}")
     for key in keys:
-        m = pipeline.instance_manifest(cfg, key)
+        m = artifacts.instance_manifest(cfg, key)
         if m is None:
             print(f"  {key:<14} (not trained)")
             continue
@@ -114,9 +121,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("consolidation failed:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
     if not args.skip_shap:  # SHAP of every instance, then of the ensemble (reused while unchanged)
-        from .assets.shap import ensemble_shap, instance_shap
-        from .core.io import read_json
-        from .core.shap_analysis import shap_paths
+        from ensemble_assets.core.io import read_json
+        from ensemble_assets.core.stages import shap_paths
+        from ensemble_assets.defs.explanation.assets import ensemble_shap, instance_shap
 
         runs = [materialize(cfg, instance, [instance_shap], partition_key=key) for key in keys]
         runs += [materialize(cfg, instance, [ensemble_shap])] if all(ok for ok, _ in runs) else []
@@ -127,15 +134,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         top = read_json(shap_paths(cfg)["ensemble"] / "shap_analysis_summary.json")["top_features"]
         for c in ("donor", "acceptor"):
             print(f"top {c} features (SHAP): {', '.join(t['feature'] for t in top[c][:5])}")
-    print(f"\ntrained {len(todo)} instance(s); consolidated model: {pipeline.paths(cfg)['consolidated']}")
+    print(f"\ntrained {len(todo)} instance(s); consolidated model: {artifacts.paths(cfg)['consolidated']}")
     return _evaluate(cfg, instance)
 
 
 def _evaluate(cfg: PlatformConfig, instance) -> int:
     """Materialize the evaluation assets after consolidated_model and print the side-by-side table."""
-    from .assets import evaluation_assets
-    from .core import reports
-    from .orchestration import materialize
+    from ensemble_assets.core.evaluation import reports
+    from ensemble_assets.defs.evaluation.assets import evaluation_assets
+    from ensemble_assets.runs import materialize
 
     ok, errors = materialize(cfg, instance, evaluation_assets)
     if not ok:
@@ -154,8 +161,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .core.io import write_parquet
-    from .core.model import load_model
+    from ensemble_assets.core.io import write_parquet
+    from ensemble_assets.core.model.ensemble import load_model
 
     model = load_model(args.model)
     table = pq.read_table(args.input)
@@ -172,8 +179,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from .backfill import (ASSET, DagsterAPIError, launch_backfill, partition_statuses, select_partitions,
-                           wait_for_backfill)
+    from ensemble_assets.backfill import (
+        ASSET,
+        DagsterAPIError,
+        launch_backfill,
+        partition_statuses,
+        select_partitions,
+        wait_for_backfill,
+    )
 
     if not (args.failed or args.missing):
         print("error: say which partitions to backfill: --failed and/or --missing", file=sys.stderr)
@@ -213,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="materialize the whole asset graph in-process (persistent instance)")
     t.add_argument("--dataset", help="Parquet directory (MetaSpliceAI <dataset>/master layout accepted); "
                                      "default: the demo dataset, generated if absent")
-    t.add_argument("--data-root", help="artifacts root (default: $ENSEMBLE_ASSETS_DATA or <repo>/data)")
+    t.add_argument("--data-root", help="artifacts root (default: $ENSEMBLE_ASSETS_DATA, else ./data)")
     t.add_argument("--genes-per-instance", type=int, default=None,
                    help=f"default 1500 ({DEMO_GENES_PER_INSTANCE} for the demo dataset)")
     t.add_argument("--instance-overlap", type=float, default=0.1)
@@ -250,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--output", required=True)
     r.set_defaults(func=cmd_predict)
 
-    from .backfill import default_url
+    from ensemble_assets.backfill import default_url
 
     b = sub.add_parser("backfill", help="launch a backfill of failed/missing instance_model partitions on the "
                                         "running Dagster instance (GraphQL API of dagster dev / the webserver)")

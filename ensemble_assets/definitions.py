@@ -1,24 +1,21 @@
-"""Wiring only: assets, checks, jobs, schedules, sensors, executor and resources of the code location."""
+"""Wiring only: the code location's assets, checks, jobs, schedules, sensors, executor and resources,
+loaded from the stage folders of ``defs/`` (dataset → planning → training → ensemble → evaluation /
+explanation)."""
 
 import dagster as dg
 
-from .assets import consolidated_model, feature_screening, gene_inventory, instance_model, training_plan
-from .assets import evaluation_assets
-from .assets.shap import ensemble_shap, instance_shap
-from .checks import all_checks
-from .executors import ensemble_executor
-from .jobs import all_jobs
-from .resources import EnsembleResource
-from .schedules import all_schedules
-from .sensors import all_sensors
+from ensemble_assets.defs import dataset, ensemble, evaluation, explanation, planning, training
+from ensemble_assets.defs.executors import ensemble_executor
+from ensemble_assets.defs.jobs import all_jobs
+from ensemble_assets.defs.resources import EnsembleResource
+from ensemble_assets.defs.training.schedules import all_schedules
+from ensemble_assets.defs.training.sensors import all_sensors
 
-all_assets = [gene_inventory, feature_screening, training_plan, instance_model, consolidated_model]
-all_assets += evaluation_assets
-all_assets += [instance_shap, ensemble_shap]
+STAGES = (dataset, planning, training, ensemble, evaluation, explanation)
 
 defs = dg.Definitions(
-    assets=all_assets,
-    asset_checks=all_checks,
+    assets=dg.load_assets_from_modules([s.assets for s in STAGES]),
+    asset_checks=dg.load_asset_checks_from_modules([s.checks for s in STAGES if hasattr(s, "checks")]),
     jobs=all_jobs,
     schedules=all_schedules,
     sensors=all_sensors,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from ensemble_assets.core.config import PlatformConfig
-from ensemble_assets.core.demo_data import DemoSpec, write_demo_dataset
-from ensemble_assets.core.planning import PlanSettings
-from ensemble_assets.core.training import TrainingSettings
+from ensemble_assets.core.planning.plan import PlanSettings
+from ensemble_assets.core.training.settings import TrainingSettings
+from ensemble_assets.datasets.demo import DemoSpec, write_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 ATHA = REPO.parent / "shared" / "data" / "atha_chr1"

@@ -24,7 +24,7 @@ def gene_in_one_subset(plan: dict[str, Any], key: str) -> str:
 
 def write_infinite_rows(dataset: Path, gene: str, column: str, rows: int = 3) -> Path:
     """An extra Parquet file in the dataset with ``rows`` positions of ``gene`` whose ``column``
-    (a model feature) is +inf — an input error (DESIGN §4) that only this gene's subset reads.
+    (a model feature) is +inf — an input error (docs/architecture.md#data-contract) that only this gene's subset reads.
     Its types match the demo files (union schema unchanged); positions are new (no duplicates)."""
     master = dataset / "master" if (dataset / "master").is_dir() else dataset
     ref = pq.read_schema(next(iter(sorted(master.glob("*.parquet")))))

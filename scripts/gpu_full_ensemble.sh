@@ -3,7 +3,7 @@
 #
 # Runs on a GPU box that has numpy, pyarrow, scikit-learn and psutil but neither Dagster nor
 # DuckDB. Prepare, on a machine with the project installed:
-#   python -m ensemble_assets.bench data          # → data/bench/artifacts/{gene_inventory,feature_manifest}.parquet, dataset_profile.json
+#   python -m benchmarks.instance data          # → data/bench/artifacts/{gene_inventory,feature_manifest}.parquet, dataset_profile.json
 #   PKG=<folder>; mkdir -p $PKG/artifacts; cp -r ensemble_assets $PKG/; cp data/bench/artifacts/{gene_inventory.parquet,dataset_profile.json,feature_manifest.parquet} $PKG/artifacts/
 #   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 -d .whl xgboost==3.4.1
 # then on the GPU box, from the folder holding .whl/ and $PKG:
@@ -32,6 +32,6 @@ print("smoke: host QuantileDMatrix trained on cuda in %.2fs" % (time.time() - t)
 PY
 echo "setup done at $(( $(date +%s) - T0 ))s"
 # run from inside $PKG: a checkout's own ensemble_assets/ in the working directory would shadow it
-(cd "$PKG" && python3 -m ensemble_assets.bench gpu --root /tmp/bench --artifacts artifacts --workers 16 --parallel 7 \
+(cd "$PKG" && python3 -m benchmarks.instance gpu --root /tmp/bench --artifacts artifacts --workers 16 --parallel 7 \
     --device cuda --deadline "${DEADLINE:-520}" --out "$OUT") 2>&1 | tee "$OUT/gpu.log"
 echo "script wall $(( $(date +%s) - T0 ))s"

@@ -12,20 +12,22 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .evaluation import EvaluationSettings
-from .io import read_json, write_json
-from .planning import PlanSettings
-from .screening import ScreeningSettings
-from .training import TrainingSettings
+from ensemble_assets.core.data.screening import ScreeningSettings
+from ensemble_assets.core.evaluation.holdout import EvaluationSettings
+from ensemble_assets.core.io import read_json, safe_component, write_json
+from ensemble_assets.core.planning.plan import PlanSettings
+from ensemble_assets.core.training.settings import TrainingSettings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA_ROOT_ENV = "ENSEMBLE_ASSETS_DATA"
+DEFAULT_DATA_ROOT = "data"   # relative to the directory a command runs in
 CONFIG_NAME = "ensemble_config.json"
 # a demo-sized default: the demo's ~240 genes then make several instances
 DEMO_GENES_PER_INSTANCE = 100
 
 
 def default_data_root() -> Path:
-    return Path(os.environ.get("ENSEMBLE_ASSETS_DATA", REPO_ROOT / "data")).resolve()
+    """``$ENSEMBLE_ASSETS_DATA``, else ``./data`` in the current directory (absolute)."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).resolve()
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,6 @@ class PlatformConfig:
         return self.root / "artifacts"
 
     def instance_dir(self, key: str) -> Path:
-        from .io import safe_component
-
         return self.artifacts / "instances" / safe_component(key)
 
     def validate(self) -> "PlatformConfig":

@@ -1,4 +1,4 @@
-"""Atomic artifact writes and content hashes (DESIGN §6).
+"""Atomic artifact writes and content hashes (docs/architecture.md#atomic-writes).
 
 Every artifact is written to a temporary path in its destination directory and moved into
 place with ``os.replace``, so a reader never sees a half-written file or model directory.

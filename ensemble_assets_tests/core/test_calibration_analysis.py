@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from ensemble_assets.core.calibration_analysis import (binary_log_loss, brier_score, calibration_report,
-                                                        expected_calibration_error, reliability_bins)
+from ensemble_assets.core.evaluation.calibration_analysis import (
+    binary_log_loss,
+    brier_score,
+    calibration_report,
+    expected_calibration_error,
+    reliability_bins,
+)
 
 # six rows; probabilities and outcomes chosen so every bin can be computed by hand
 P = np.array([0.05, 0.15, 0.35, 0.45, 0.75, 0.95])

@@ -8,23 +8,23 @@ import subprocess
 import sys
 import textwrap
 
-from ensemble_assets.core import pipeline
+from ensemble_assets.core import stages
 from ensemble_assets_tests.conftest import REPO, make_config
 
 SCRIPT = textwrap.dedent("""
     import json, sys
     sys.modules["dagster"] = None   # any import of these now raises ImportError
     sys.modules["duckdb"] = None
-    from ensemble_assets.core import pipeline
+    from ensemble_assets.core import artifacts, stages
     from ensemble_assets.core.config import PlatformConfig
-    from ensemble_assets.core.model import load_model
+    from ensemble_assets.core.model.ensemble import load_model
     import pyarrow.parquet as pq
     cfg = PlatformConfig.load(sys.argv[1])
-    plan = pipeline.run_plan(cfg)
+    plan = stages.run_plan(cfg)
     for s in plan["subsets"]:
-        pipeline.run_instance(cfg, s["key"])
-    manifest = pipeline.run_consolidation(cfg)
-    model = load_model(pipeline.paths(cfg)["consolidated"])
+        stages.run_instance(cfg, s["key"])
+    manifest = stages.run_consolidation(cfg)
+    model = load_model(artifacts.paths(cfg)["consolidated"])
     table = pq.read_table(sorted((cfg.dataset_path / "master").glob("*.parquet"))[0])
     p = model.predict_proba(table)
     print(json.dumps({"instances": len(plan["subsets"]), "merged": manifest["merged_booster"] is not None,
@@ -35,8 +35,8 @@ SCRIPT = textwrap.dedent("""
 
 def test_plan_train_consolidate_predict_without_dagster_or_duckdb(tiny_dataset, tmp_path):
     cfg = make_config(tmp_path, tiny_dataset, genes_per_instance=24)
-    pipeline.run_inventory(cfg)   # DuckDB here, as on the machine that prepares the run
-    pipeline.run_screening(cfg)
+    stages.run_inventory(cfg)   # DuckDB here, as on the machine that prepares the run
+    stages.run_screening(cfg)
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True,
                           cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core import demo_data, schema
-from ensemble_assets.core.demo_data import (
+from ensemble_assets.core.data import schema
+from ensemble_assets.datasets import demo as demo_data
+from ensemble_assets.datasets.demo import (
     DemoSpec,
     demo_column_names,
     demo_window,
@@ -412,7 +413,7 @@ def test_spec_validation():
 def test_core_module_needs_only_numpy_and_pyarrow(tmp_path):
     code = (
         "import sys\n"
-        "from ensemble_assets.core.demo_data import DemoSpec, write_demo_dataset\n"
+        "from ensemble_assets.datasets.demo import DemoSpec, write_demo_dataset\n"
         f"write_demo_dataset({str(tmp_path)!r}, DemoSpec(n_genes=2, rows_per_gene=10, kmer_sizes=(2,)))\n"
         "bad = sorted(m for m in ('dagster', 'duckdb', 'pandas') if m in sys.modules)\n"
         "assert not bad, bad\n"

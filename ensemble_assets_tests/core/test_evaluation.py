@@ -7,11 +7,18 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import f1_score
 
-from ensemble_assets.core import evaluation
-from ensemble_assets.core.dataset import DatasetError
-from ensemble_assets.core.evaluation import (OUT_OF_FOLD, ScoredRows, choose_threshold, crossfit_thresholds,
-                                             evaluate_models, gene_groups, pool_oof)
-from ensemble_assets.core.metrics import evaluate, topk_accuracy
+from ensemble_assets.core.data.contract import DatasetError
+from ensemble_assets.core.evaluation import holdout as evaluation
+from ensemble_assets.core.evaluation.holdout import (
+    OUT_OF_FOLD,
+    ScoredRows,
+    choose_threshold,
+    crossfit_thresholds,
+    evaluate_models,
+    gene_groups,
+    pool_oof,
+)
+from ensemble_assets.core.evaluation.metrics import evaluate, topk_accuracy
 
 
 def _rows(genes, label, p_splice, seed=0, fold=None):

@@ -11,19 +11,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core import pipeline
+from ensemble_assets.core import stages
 from ensemble_assets.core.config import PlatformConfig
-from ensemble_assets.core.dataset import DatasetError, open_dataset
-from ensemble_assets.core.instance_kinds import DenseSample, load_dense_sample, sample_whole_genes
-from ensemble_assets.core.inventory import build_gene_inventory
+from ensemble_assets.core.data.contract import DatasetError, label_codes, open_dataset
+from ensemble_assets.core.data.inventory import build_gene_inventory
+from ensemble_assets.core.data.schema import CLASSES, ID_COLUMNS, LEAKAGE_COLUMNS
+from ensemble_assets.core.data.screening import feature_columns, screen_features
 from ensemble_assets.core.io import sha256_text
-from ensemble_assets.core.model import ModelError, consolidate, load_model
-from ensemble_assets.core.schema import CLASSES, ID_COLUMNS, LEAKAGE_COLUMNS
-from ensemble_assets.core.screening import feature_columns, screen_features
-from ensemble_assets.core.sklearn_export import (ADAPTERS, MLPPredictor, TreeEnsemblePredictor, export_hgb,
-                                                 export_mlp)
-from ensemble_assets.core.training import (DEFAULT_INSTANCE_KIND, INSTANCE_KINDS, MODEL_FORMAT_VERSION,
-                                           TrainingSettings, train_instance)
+from ensemble_assets.core.model.ensemble import ModelError, consolidate, load_model
+from ensemble_assets.core.training.folds import assign_folds
+from ensemble_assets.core.training.kinds import DenseSample, load_dense_sample, sample_whole_genes
+from ensemble_assets.core.training.loop import train_instance
+from ensemble_assets.core.training.settings import (
+    DEFAULT_INSTANCE_KIND,
+    INSTANCE_KINDS,
+    MODEL_FORMAT_VERSION,
+    TrainingSettings,
+)
+from ensemble_assets.core.training.sklearn_export import (
+    ADAPTERS,
+    MLPPredictor,
+    TreeEnsemblePredictor,
+    export_hgb,
+    export_mlp,
+)
 from ensemble_assets_tests.conftest import FAST_TRAINING
 
 KINDS = list(INSTANCE_KINDS)
@@ -62,22 +73,51 @@ def trained(source, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def expected_rows(source) -> pa.Table:
+    """Every row of the instance's genes read straight from Parquet, with the gene fold that
+    ``assign_folds`` gives the genes' class counts: what every kind's artifacts must show."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    ds, genes, _, _ = source
+    t = pads.dataset(ds.file_strings, schema=ds.schema, format="parquet").to_table(
+        columns=["gene_id", "position", "splice_type"], filter=pc.field("gene_id").isin(genes))
+    label = label_codes(t.column("splice_type"))
+    gene_arr = np.asarray(sorted(genes), dtype=object)
+    gene_idx = np.searchsorted(gene_arr, np.asarray(t.column("gene_id").to_pylist(), dtype=object))
+    counts = np.zeros((len(gene_arr), 3), dtype=np.int64)
+    np.add.at(counts, (gene_idx, label), 1)
+    fold = assign_folds(counts, FAST_TRAINING.n_folds, FAST_TRAINING.seed)
+    rows = pa.table({"gene_id": t.column("gene_id"), "position": t.column("position").cast(pa.int64()),
+                     "label": pa.array(label.astype(np.int64)), "fold": pa.array(fold[gene_idx].astype(np.int64))})
+    return rows.sort_by([("gene_id", "ascending"), ("position", "ascending")])
+
+
+def _normalized(t: pa.Table, columns: list[str]) -> pa.Table:
+    t = t.select(columns)
+    t = pa.table({c: t.column(c).cast(pa.int64()) if c != "gene_id" else t.column(c).cast(pa.string()) for c in columns})
+    return t.sort_by([(c, "ascending") for c in columns[:2]])
+
+
 def _proba(oof: pa.Table, prefix: str) -> np.ndarray:
     return np.column_stack([oof.column(f"{prefix}_{c}").to_numpy() for c in CLASSES])
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_kind_writes_the_same_artifacts_on_the_same_gene_folds(trained, source, kind):
+def test_every_kind_writes_the_same_artifacts_on_the_same_gene_folds(trained, source, expected_rows, kind):
     ds, genes, features, fill = source
     d, manifest = trained[kind]
     ref_dir, ref = trained[DEFAULT_INSTANCE_KIND]
     assert manifest["model_type"] == kind and manifest["format_version"] == MODEL_FORMAT_VERSION
-    # the same gene → fold table as the one-vs-rest instance (training.assign_folds)
-    folds = pq.read_table(d / "folds.parquet").select(["gene_id", "fold"])
-    assert folds.equals(pq.read_table(ref_dir / "folds.parquet").select(["gene_id", "fold"]))
+    # the gene → fold table is assign_folds of the genes' class counts, computed here from Parquet
+    folds = _normalized(pq.read_table(d / "folds.parquet"), ["gene_id", "fold"])
+    expected_folds = _normalized(expected_rows.group_by(["gene_id", "fold"]).aggregate([]), ["gene_id", "fold"])
+    assert folds.equals(expected_folds)
+    # every row of the instance exactly once, with its label and its gene's fold
     oof, ref_oof = pq.read_table(d / "oof_predictions.parquet"), pq.read_table(ref_dir / "oof_predictions.parquet")
-    assert oof.schema.equals(ref_oof.schema) and oof.num_rows == manifest["n_rows"] == ref["n_rows"]
-    assert oof.select(["gene_id", "position", "label", "fold"]).equals(ref_oof.select(["gene_id", "position", "label", "fold"]))
+    assert oof.schema.equals(ref_oof.schema) and oof.num_rows == manifest["n_rows"] == expected_rows.num_rows
+    assert _normalized(oof, ["gene_id", "position", "label", "fold"]).equals(expected_rows)
     raw, cal = _proba(oof, "raw"), _proba(oof, "p")
     assert np.isfinite(raw).all() and ((raw >= 0) & (raw <= 1)).all()
     assert np.allclose(cal.sum(axis=1), 1.0)
@@ -246,7 +286,7 @@ def test_instance_kind_is_part_of_the_partition_identity(source):
     b = replace(mlp, estimator_params=[["alpha", 0.1], ["hidden_layer_sizes", [8, 4]]])
     assert a == b and a.signature() == b.signature() and hash(a) == hash(b)
     cfg = PlatformConfig(training=base)
-    keys = {pipeline.model_signature(features, fill, replace(cfg, training=replace(base, instance_kind=k))) for k in KINDS}
+    keys = {stages.model_signature(features, fill, replace(cfg, training=replace(base, instance_kind=k))) for k in KINDS}
     assert len(keys) == len(KINDS)
     with pytest.raises(ValueError, match="xgboost_softprob"):
         TrainingSettings(instance_kind="tabnet")
@@ -382,8 +422,9 @@ def test_exported_hgb_trees_give_the_estimators_own_tree_shap_values():
 def test_every_kind_is_explained_and_the_mixed_ensemble_records_each_method(trained, source, tmp_path):
     """Exact TreeSHAP for the tree kinds, bounded permutation SHAP for the MLP; every result is
     additive on its rows and names its method in the summary and the tables."""
+    from ensemble_assets.core.explanation.settings import ShapSettings
+    from ensemble_assets.core.explanation.shap_analysis import compute_ensemble_shap
     from ensemble_assets.core.io import read_json
-    from ensemble_assets.core.shap_analysis import ShapSettings, compute_ensemble_shap
 
     ds, *_ = source
     dirs = {_dirname(k): d for k, (d, _) in trained.items()}

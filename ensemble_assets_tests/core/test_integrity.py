@@ -6,10 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ensemble_assets.core.dataset import open_dataset
-from ensemble_assets.core.inventory import build_gene_inventory
-from ensemble_assets.core.integrity import fold_violations, separating_features, single_feature_auc
-from ensemble_assets.core.screening import ScreeningSettings, feature_columns, screen_features
+from ensemble_assets.core.data.contract import open_dataset
+from ensemble_assets.core.data.inventory import build_gene_inventory
+from ensemble_assets.core.data.screening import ScreeningSettings, feature_columns, screen_features
+from ensemble_assets.core.evaluation.integrity import fold_violations, separating_features, single_feature_auc
 
 
 def _instance_dir(tmp_path, folds, oof_genes, oof_folds, early_stopping=None):

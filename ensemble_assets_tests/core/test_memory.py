@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import pytest
 
-from ensemble_assets.core import pipeline, planning
-from ensemble_assets.core.dataset import open_dataset
-from ensemble_assets.core.demo_data import DemoSpec, write_demo_dataset
-from ensemble_assets.core.inventory import build_gene_inventory
-from ensemble_assets.core.planning import GIB, MemoryGuardError, check_instance_memory, instance_memory_bytes
-from ensemble_assets.core.scaling import measure_matrix
-from ensemble_assets.core.screening import feature_columns, screen_features
+from ensemble_assets.core import stages
+from ensemble_assets.core.data.contract import open_dataset
+from ensemble_assets.core.data.inventory import build_gene_inventory
+from ensemble_assets.core.data.screening import feature_columns, screen_features
+from ensemble_assets.core.planning import plan as planning
+from ensemble_assets.core.planning.plan import GIB, MemoryGuardError, check_instance_memory, instance_memory_bytes
+from ensemble_assets.core.planning.scaling import measure_matrix
+from ensemble_assets.datasets.demo import DemoSpec, write_demo_dataset
 from ensemble_assets_tests.conftest import FAST_TRAINING, make_config
 
 # the reference column set (3- and 5-mers: ~1,140 features), at a few hundred rows per gene
@@ -60,14 +61,14 @@ def test_guard_refuses_an_instance_that_cannot_fit_and_says_what_would():
 
 def test_run_instance_fails_fast_before_loading_when_memory_is_short(tiny_dataset, tmp_path, monkeypatch):
     cfg = make_config(tmp_path, tiny_dataset, genes_per_instance=20)
-    pipeline.run_inventory(cfg)
-    pipeline.run_screening(cfg)
-    plan = pipeline.run_plan(cfg)
+    stages.run_inventory(cfg)
+    stages.run_screening(cfg)
+    plan = stages.run_plan(cfg)
     key = plan["subsets"][0]["key"]
     monkeypatch.setattr(planning, "available_memory_bytes", lambda: int(0.4 * GIB))
-    monkeypatch.setattr(pipeline, "open_dataset", lambda *a, **k: pytest.fail("data was opened"))
+    monkeypatch.setattr(stages, "open_dataset", lambda *a, **k: pytest.fail("data was opened"))
     with pytest.raises(MemoryGuardError, match=f"instance {key}.*0.40 GiB is available"):
-        pipeline.run_instance(cfg, key)
+        stages.run_instance(cfg, key)
     assert not cfg.instance_dir(key).exists()
     monkeypatch.undo()
-    assert pipeline.run_instance(cfg, key)["n_genes"] == plan["subsets"][0]["n_genes"]
+    assert stages.run_instance(cfg, key)["n_genes"] == plan["subsets"][0]["n_genes"]

@@ -8,14 +8,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core import model as model_mod
-from ensemble_assets.core.dataset import open_dataset
-from ensemble_assets.core.inventory import build_gene_inventory
-from ensemble_assets.core.merged_booster import MergeError, merge_boosters
-from ensemble_assets.core.model import consolidate, load_model
-from ensemble_assets.core.schema import CLASSES
-from ensemble_assets.core.screening import feature_columns, screen_features
-from ensemble_assets.core.training import train_instance
+from ensemble_assets.core.data.contract import open_dataset
+from ensemble_assets.core.data.inventory import build_gene_inventory
+from ensemble_assets.core.data.schema import CLASSES
+from ensemble_assets.core.data.screening import feature_columns, screen_features
+from ensemble_assets.core.model import ensemble as model_mod
+from ensemble_assets.core.model.ensemble import consolidate, load_model
+from ensemble_assets.core.model.merged_booster import MergeError, merge_boosters
+from ensemble_assets.core.training.loop import train_instance
 from ensemble_assets_tests.conftest import FAST_TRAINING
 
 

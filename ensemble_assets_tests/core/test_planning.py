@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ensemble_assets.core.planning import PlanError, PlanSettings, make_plan, subset_key
+from ensemble_assets.core.planning.plan import PlanError, PlanSettings, make_plan, subset_key
 
 
 def inventory(n_genes: int, seed: int = 0) -> pa.Table:

@@ -6,12 +6,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core.dataset import iter_subset_batches, open_dataset
-from ensemble_assets.core.inventory import build_gene_inventory
-from ensemble_assets.core.model import ModelError, align_features
-from ensemble_assets.core.schema import GENE_CONTEXT_FEATURES, GENE_POSITION_FEATURES, LABEL_CHOSEN_TRACK_COLUMNS
-from ensemble_assets.core.screening import ScreeningSettings, feature_columns, screen_features
-from ensemble_assets.core.training import refuse_identifier_features
+from ensemble_assets.core.data.contract import open_dataset
+from ensemble_assets.core.data.inventory import build_gene_inventory
+from ensemble_assets.core.data.schema import GENE_CONTEXT_FEATURES, GENE_POSITION_FEATURES, LABEL_CHOSEN_TRACK_COLUMNS
+from ensemble_assets.core.data.screening import ScreeningSettings, feature_columns, screen_features
+from ensemble_assets.core.data.streaming import iter_subset_batches
+from ensemble_assets.core.model.ensemble import ModelError, align_features
+from ensemble_assets.core.training.loop import refuse_identifier_features
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core.dataset import open_dataset, to_feature_matrix
-from ensemble_assets.core.inventory import build_gene_inventory
+from ensemble_assets.core.data.contract import open_dataset
+from ensemble_assets.core.data.features import to_feature_matrix
+from ensemble_assets.core.data.inventory import build_gene_inventory
+from ensemble_assets.core.data.screening import feature_columns, screen_features
+from ensemble_assets.core.explanation.aggregation import (
+    LEGACY_COLUMNS,
+    LEGACY_CSV,
+    aggregate,
+    feature_type_table,
+    rank_agreement,
+)
+from ensemble_assets.core.explanation.explainers import (
+    AdditivityError,
+    additivity_error,
+    check_additivity,
+    permutation_contributions,
+    tree_contributions,
+)
+from ensemble_assets.core.explanation.results import InstanceShap
+from ensemble_assets.core.explanation.sampling import load_samples, occurrence_in_group, request_from_oof
+from ensemble_assets.core.explanation.settings import SCALES, ShapSettings
+from ensemble_assets.core.explanation.shap_analysis import compute_ensemble_shap
 from ensemble_assets.core.io import read_json, write_json
-from ensemble_assets.core.model import consolidate, load_model
-from ensemble_assets.core.screening import feature_columns, screen_features
-from ensemble_assets.core.shap_analysis import (LEGACY_COLUMNS, LEGACY_CSV, SCALES, AdditivityError,
-                                                InstanceShap, ShapSettings, aggregate, check_additivity,
-                                                compute_ensemble_shap, feature_type_table, load_samples,
-                                                additivity_error, occurrence_in_group,
-                                                permutation_contributions, rank_agreement, request_from_oof,
-                                                tree_contributions)
-from ensemble_assets.core.training import train_instance
+from ensemble_assets.core.model.ensemble import consolidate, load_model
+from ensemble_assets.core.training.loop import train_instance
 from ensemble_assets_tests.conftest import FAST_TRAINING
 
 # ---------------------------------------------------------------------------------------------

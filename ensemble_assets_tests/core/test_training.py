@@ -5,12 +5,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core import training as training_mod
-from ensemble_assets.core.dataset import open_dataset
-from ensemble_assets.core.inventory import build_gene_inventory
-from ensemble_assets.core.model import ModelError, load_model
-from ensemble_assets.core.screening import feature_columns, screen_features
-from ensemble_assets.core.training import assign_folds, train_instance
+from ensemble_assets.core.data.contract import open_dataset
+from ensemble_assets.core.data.inventory import build_gene_inventory
+from ensemble_assets.core.data.screening import feature_columns, screen_features
+from ensemble_assets.core.model.ensemble import ModelError, load_model
+from ensemble_assets.core.training import loop as training_mod
+from ensemble_assets.core.training.folds import assign_folds
+from ensemble_assets.core.training.loop import train_instance
 from ensemble_assets_tests.conftest import FAST_TRAINING
 
 

@@ -10,15 +10,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.assets import evaluation_assets, instance_model
-from ensemble_assets.checks import (calibrated_ece_within_bound, holdout_genes_never_trained,
-                                    instance_folds_are_gene_disjoint, meta_beats_base_on_holdout_f1)
-from ensemble_assets.core import pipeline, reports
-from ensemble_assets.core.dataset import open_dataset
-from ensemble_assets.core.evaluation import predict_rows
-from ensemble_assets.core.model import load_model
-from ensemble_assets.orchestration import materialize
-from ensemble_assets.resources import EnsembleResource
+from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core.data.contract import open_dataset
+from ensemble_assets.core.evaluation import reports
+from ensemble_assets.core.evaluation.holdout import predict_rows
+from ensemble_assets.core.model.ensemble import load_model
+from ensemble_assets.defs.ensemble.checks import instance_folds_are_gene_disjoint
+from ensemble_assets.defs.evaluation.assets import evaluation_assets
+from ensemble_assets.defs.evaluation.checks import calibrated_ece_within_bound, meta_beats_base_on_holdout_f1
+from ensemble_assets.defs.planning.checks import holdout_genes_never_trained
+from ensemble_assets.defs.resources import EnsembleResource
+from ensemble_assets.defs.training.assets import instance_model
+from ensemble_assets.runs import materialize
 from ensemble_assets_tests.conftest import make_config
 from ensemble_assets_tests.dagster.test_graph import PLAN, run_all
 
@@ -48,7 +51,7 @@ def evaluated(tiny_dataset, tmp_path_factory):
 def test_evaluation_assets_materialize_with_tables_plots_and_checks(evaluated):
     cfg, keys, meta, checks = evaluated
     rp = reports.report_paths(cfg)
-    plan = pipeline.load_plan(cfg)
+    plan = artifacts.load_plan(cfg)
     hm = meta["holdout_metrics"]
     assert hm["scope"].value == "holdout" and hm["genes"].value == len(plan["holdout_genes"])
     for name in ("roc_pr_curves", "reliability_diagram", "learning_curves", "instance_comparison"):
@@ -82,8 +85,8 @@ def test_evaluation_assets_materialize_with_tables_plots_and_checks(evaluated):
 
 def test_holdout_predictions_match_the_consolidated_model(evaluated, tiny_dataset):
     cfg, keys, meta, checks = evaluated
-    plan = pipeline.load_plan(cfg)
-    model_dir = pipeline.paths(cfg)["consolidated"]
+    plan = artifacts.load_plan(cfg)
+    model_dir = artifacts.paths(cfg)["consolidated"]
     scored = predict_rows(model_dir, open_dataset(tiny_dataset), plan["holdout_genes"])
     table = pa.concat_tables([pq.read_table(f) for f in sorted((tiny_dataset / "master").glob("*.parquet"))])
     table = table.filter(pa.compute.is_in(table.column("gene_id"), pa.array(plan["holdout_genes"])))
@@ -178,14 +181,14 @@ def test_train_all_genes_reports_out_of_fold_figures_labelled_so(tiny_dataset, t
         assert ok, err
         (key,) = instance.get_dynamic_partitions("gene_subsets")
         assert materialize(cfg, instance, [instance_model], partition_key=key)[0]
-        from ensemble_assets.assets import consolidated_model
+        from ensemble_assets.defs.ensemble.assets import consolidated_model
 
         assert materialize(cfg, instance, [consolidated_model])[0]
         ok, err = materialize(cfg, instance, evaluation_assets)
         assert ok, err
         ev = reports.load_holdout_metrics(cfg)
         assert ev["scope"] == "out-of-fold" and "no holdout genes" in ev["scope_note"]
-        assert ev["genes"] == pipeline.load_plan(cfg)["n_training_genes"]
+        assert ev["genes"] == artifacts.load_plan(cfg)["n_training_genes"]
         m = instance.get_latest_materialization_event(dg.AssetKey("holdout_metrics")).asset_materialization.metadata
         assert m["scope"].value == "out-of-fold"
         assert "out-of-fold rows" in reports.report_paths(cfg)["summary_md"].read_text()

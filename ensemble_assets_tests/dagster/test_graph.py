@@ -9,13 +9,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.assets import (consolidated_model, feature_screening, gene_inventory, instance_model,
-                                    training_plan)
-from ensemble_assets.core import pipeline
-from ensemble_assets.core.model import load_model
+from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core.model.ensemble import load_model
 from ensemble_assets.definitions import defs
-from ensemble_assets.orchestration import materialize, partitions_to_train
-from ensemble_assets.partitions import gene_subsets
+from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
+from ensemble_assets.defs.ensemble.assets import consolidated_model
+from ensemble_assets.defs.partitions import gene_subsets
+from ensemble_assets.defs.planning.assets import training_plan
+from ensemble_assets.defs.training.assets import instance_model
+from ensemble_assets.defs.training.retraining import partitions_to_train
+from ensemble_assets.runs import materialize
 from ensemble_assets_tests.conftest import REPO, make_config
 
 PLAN = [gene_inventory, feature_screening, training_plan]
@@ -45,12 +48,12 @@ def test_full_graph(tiny_dataset, tmp_path, genes_per_instance, expected):
     cfg = make_config(tmp_path, tiny_dataset, genes_per_instance=genes_per_instance)
     with dg.instance_for_test() as instance:
         keys = run_all(cfg, instance)
-        plan = pipeline.load_plan(cfg)
+        plan = artifacts.load_plan(cfg)
         assert plan["strategy"] == expected
         assert (len(keys) >= 2) if expected == "multi" else (len(keys) == 1)
         assert sorted(keys) == sorted(s["key"] for s in plan["subsets"])
         assert instance.get_materialized_partitions(instance_model.key) == set(keys)
-        model = load_model(pipeline.paths(cfg)["consolidated"])
+        model = load_model(artifacts.paths(cfg)["consolidated"])
         assert model.total_instances == len(keys)
         table = pq.read_table(next((tiny_dataset / "master").glob("*.parquet")))
         assert np.allclose(model.predict_proba(table).sum(axis=1), 1.0)
@@ -87,7 +90,7 @@ def test_consolidation_refuses_while_partitions_are_missing(tiny_dataset, tmp_pa
         assert not ok
         msg = " ".join(errors)
         assert "coverage" in msg and all(k in msg for k in keys[1:]) and keys[0] not in msg.split("materialized:")[-1]
-        assert not pipeline.paths(cfg)["consolidated"].exists()
+        assert not artifacts.paths(cfg)["consolidated"].exists()
 
 
 @pytest.mark.parametrize("column", ["splice_type", "gene_id"])

@@ -8,13 +8,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.assets import consolidated_model, instance_model
-from ensemble_assets.assets.shap import ensemble_shap, instance_shap
-from ensemble_assets.core import pipeline
-from ensemble_assets.core.model import load_model
-from ensemble_assets.core.shap_analysis import shap_paths
-from ensemble_assets.orchestration import materialize, partitions_to_train
-from ensemble_assets.partitions import gene_subsets
+from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core.model.ensemble import load_model
+from ensemble_assets.core.stages import shap_paths
+from ensemble_assets.defs.ensemble.assets import consolidated_model
+from ensemble_assets.defs.explanation.assets import ensemble_shap, instance_shap
+from ensemble_assets.defs.partitions import gene_subsets
+from ensemble_assets.defs.training.assets import instance_model
+from ensemble_assets.defs.training.retraining import partitions_to_train
+from ensemble_assets.runs import materialize
 from ensemble_assets_tests.conftest import make_config
 from ensemble_assets_tests.core.test_instance_kinds import SHAP_METHOD, kind_settings
 from ensemble_assets_tests.dagster.test_graph import PLAN, run_all
@@ -35,12 +37,12 @@ def test_each_kind_trains_through_the_graph(tiny_dataset, tmp_path, kind):
         keys = run_all(cfg, instance)
         assert len(keys) >= 2
         for k in keys:
-            m = pipeline.instance_manifest(cfg, k)
+            m = artifacts.instance_manifest(cfg, k)
             assert m["model_type"] == kind and m["settings"]["instance_kind"] == kind
             rec = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=instance_model.key, asset_partitions=[k]), limit=1).records[0]
             assert rec.asset_materialization.metadata["model_type"].value == kind
-        model = load_model(pipeline.paths(cfg)["consolidated"])
+        model = load_model(artifacts.paths(cfg)["consolidated"])
         assert model.total_instances == len(keys)
         assert {m.model_type for m in model.members} == {kind}
         table = pq.read_table(next((tiny_dataset / "master").glob("*.parquet")))
@@ -77,7 +79,7 @@ def test_changing_the_instance_kind_changes_every_partition_key(tiny_dataset, tm
         new_keys = instance.get_dynamic_partitions(gene_subsets.name)
         assert len(new_keys) == len(keys) and set(new_keys).isdisjoint(keys)
         assert sorted(partitions_to_train(instance, new_keys)) == sorted(new_keys)   # retrains
-        plan = pipeline.load_plan(cfg2)
+        plan = artifacts.load_plan(cfg2)
         # the same genes, other keys: only the kind changed
         assert sorted(tuple(s["genes"]) for s in plan["subsets"]) == sorted(
-            tuple(pipeline.subset_for_key(plan, k)["genes"]) for k in new_keys)
+            tuple(stages.subset_for_key(plan, k)["genes"]) for k in new_keys)

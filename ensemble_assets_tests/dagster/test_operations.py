@@ -12,19 +12,21 @@ import dagster as dg
 import pytest
 import yaml
 
-from ensemble_assets.assets import (consolidated_model, feature_screening, gene_inventory, instance_model,
-                                    training_plan)
-from ensemble_assets.automation import ALL_PARTITIONS_MATERIALIZED, ensemble_automation_sensor
-from ensemble_assets.concurrency import INSTANCE_TRAINING_POOL, instance_threads, pool_limit
-from ensemble_assets.core import pipeline
-from ensemble_assets.core.capacity import machine_cores, threads_for, training_capacity
+from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core.planning.capacity import machine_cores, threads_for, training_capacity
 from ensemble_assets.definitions import defs
-from ensemble_assets.executors import DASK_CONFIG, DASK_SCHEDULER_ENV, default_execution, ensemble_executor
-from ensemble_assets.orchestration import materialize
-from ensemble_assets.partitions import gene_subsets
-from ensemble_assets.resources import EnsembleResource
-from ensemble_assets.schedules import weekly_retraining
-from ensemble_assets.sensors import (describe_run_failure, partition_failure_sensor, plan_partitions_sensor)
+from ensemble_assets.defs.automation import ALL_PARTITIONS_MATERIALIZED, ensemble_automation_sensor
+from ensemble_assets.defs.concurrency import INSTANCE_TRAINING_POOL, instance_threads, pool_limit
+from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
+from ensemble_assets.defs.ensemble.assets import consolidated_model
+from ensemble_assets.defs.executors import DASK_CONFIG, DASK_SCHEDULER_ENV, default_execution, ensemble_executor
+from ensemble_assets.defs.partitions import gene_subsets
+from ensemble_assets.defs.planning.assets import training_plan
+from ensemble_assets.defs.resources import EnsembleResource
+from ensemble_assets.defs.training.assets import instance_model
+from ensemble_assets.defs.training.schedules import weekly_retraining
+from ensemble_assets.defs.training.sensors import describe_run_failure, partition_failure_sensor, plan_partitions_sensor
+from ensemble_assets.runs import materialize
 from ensemble_assets_tests.conftest import REPO, make_config
 from ensemble_assets_tests.faults import gene_in_one_subset, write_infinite_rows
 
@@ -39,7 +41,7 @@ def mark_materialized(instance: dg.DagsterInstance, key: str, code_version: str 
 
 
 def corrupt_feature(cfg) -> str:
-    features, _ = pipeline.load_features(cfg)
+    features, _ = artifacts.load_features(cfg)
     return next(f for f in features if f in ("donor_score", "acceptor_score")) if (
         {"donor_score", "acceptor_score"} & set(features)) else features[0]
 
@@ -130,7 +132,7 @@ def test_plan_sensor_requests_the_new_plans_untrained_partitions(planned):
 
 def test_a_failed_partition_fails_without_retries_and_the_failure_sensor_names_it(planned):
     cfg, instance, keys = planned
-    plan = pipeline.load_plan(cfg)
+    plan = artifacts.load_plan(cfg)
     target = keys[1]
     gene = gene_in_one_subset(plan, target)
     column = corrupt_feature(cfg)
@@ -174,7 +176,7 @@ def test_consolidation_materializes_only_when_every_partition_is_materialized_an
     got, cursor = requested(cursor)
     assert got == set()                                   # one partition missing
     # the last partition fails for a real reason (never materialized → missing)
-    plan = pipeline.load_plan(cfg)
+    plan = artifacts.load_plan(cfg)
     bad = write_infinite_rows(cfg.dataset_path, gene_in_one_subset(plan, keys[-1]), corrupt_feature(cfg))
     ok, _ = materialize(cfg, instance, [instance_model], partition_key=keys[-1])
     assert not ok
@@ -253,7 +255,7 @@ def test_queued_runs_share_the_cores_and_sequential_cli_runs_use_them_all():
 
 def test_materializing_the_plan_sets_the_pool_limit(planned):
     cfg, instance, _ = planned
-    plan = pipeline.load_plan(cfg)
+    plan = artifacts.load_plan(cfg)
     expected = training_capacity(plan).parallel_instances
     assert pool_limit(instance) == expected
     meta = instance.get_latest_materialization_event(training_plan.key).asset_materialization.metadata

@@ -5,10 +5,10 @@ import json
 import dagster as dg
 import pytest
 
-from ensemble_assets.assets.shap import ensemble_shap, instance_shap
-from ensemble_assets.core.shap_analysis import shap_paths
+from ensemble_assets.core.stages import shap_paths
 from ensemble_assets.definitions import defs
-from ensemble_assets.orchestration import materialize
+from ensemble_assets.defs.explanation.assets import ensemble_shap, instance_shap
+from ensemble_assets.runs import materialize
 from ensemble_assets_tests.conftest import make_config
 from ensemble_assets_tests.dagster.test_graph import run_all
 

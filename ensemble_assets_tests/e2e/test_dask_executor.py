@@ -10,10 +10,12 @@ import shutil
 import dagster as dg
 import pytest
 
-from ensemble_assets.assets import feature_screening, gene_inventory, instance_model, training_plan
-from ensemble_assets.core import pipeline
-from ensemble_assets.orchestration import materialize
-from ensemble_assets.partitions import gene_subsets
+from ensemble_assets.core import artifacts, stages
+from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
+from ensemble_assets.defs.partitions import gene_subsets
+from ensemble_assets.defs.planning.assets import training_plan
+from ensemble_assets.defs.training.assets import instance_model
+from ensemble_assets.runs import materialize
 from ensemble_assets_tests.conftest import make_config
 from ensemble_assets_tests.e2e.partition_runs import REPO, run_partitions
 
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 def model_identity(cfg, key: str) -> dict:
     """What must not depend on the executor: booster files (SHA-256), trees, out-of-fold metrics."""
-    m = pipeline.instance_manifest(cfg, key)
+    m = artifacts.instance_manifest(cfg, key)
     return {"boosters": {f: h for f, h in m["files"].items() if f.startswith("booster_")},
             "n_estimators": m["n_estimators"], "oof": m["metrics"]["oof"], "genes": m["n_genes"], "rows": m["n_rows"]}
 

@@ -14,10 +14,16 @@ from pathlib import Path
 import pytest
 
 from ensemble_assets.backfill import launch_backfill, partition_statuses, wait_for_backfill
-from ensemble_assets.core import pipeline
+from ensemble_assets.core import artifacts, stages
 from ensemble_assets_tests.conftest import REPO, make_config
-from ensemble_assets_tests.e2e.live import (DagsterDev, chromium_binary, group_members, rendered_text, screenshot,
-                                            wait_until)
+from ensemble_assets_tests.e2e.live import (
+    DagsterDev,
+    chromium_binary,
+    group_members,
+    rendered_text,
+    screenshot,
+    wait_until,
+)
 from ensemble_assets_tests.faults import gene_in_one_subset, write_infinite_rows
 
 pytestmark = pytest.mark.e2e
@@ -81,7 +87,7 @@ def test_plan_sensor_automation_failure_and_backfill_on_a_live_instance(live):
     # 1. launch the plan over GraphQL; the plan registers the partitions, the sensor trains them
     run_id = dev.launch_job("plan_job")
     assert dev.wait_run(run_id, timeout=300) == "SUCCESS"
-    plan = pipeline.load_plan(cfg)
+    plan = artifacts.load_plan(cfg)
     keys = sorted(s["key"] for s in plan["subsets"])
     assert len(keys) == 2
     st = wait_until("the sensor's runs to train every partition", lambda: settled(dev, keys), timeout=420, poll=3)
@@ -105,7 +111,7 @@ def test_plan_sensor_automation_failure_and_backfill_on_a_live_instance(live):
 
     # 3. a real input fault in one subset: +inf in a feature of a gene only that subset trains on
     failing, other = keys
-    features, _ = pipeline.load_features(cfg)
+    features, _ = artifacts.load_features(cfg)
     column = "donor_score" if "donor_score" in features else features[0]
     bad_file = write_infinite_rows(cfg.dataset_path, gene_in_one_subset(plan, failing), column)
     # an operator re-materializes both partitions from the UI (a partition backfill)
@@ -165,7 +171,7 @@ def test_the_ui_renders_the_asset_graph_and_the_partitions_of_instance_model(liv
     assert all(g in groups for g in ("dataset", "plan", "training", "ensemble")), groups[:2000]
     page = f"{dev.url}/assets/instance_model?view=partitions"
     text = rendered_text(page, profile)
-    keys = sorted(s["key"] for s in pipeline.load_plan(cfg)["subsets"])
+    keys = sorted(s["key"] for s in artifacts.load_plan(cfg)["subsets"])
     assert f"{len(keys)} Partitions" in text and f"Materialized ({len(keys)})" in text and "Failed (0)" in text, text[:2000]
     assert all(k in text for k in keys)
     shot2 = screenshot(page, ARTIFACTS / "instance_model_partitions.png", profile)

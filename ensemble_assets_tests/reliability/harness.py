@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from ensemble_assets.core import pipeline
+from ensemble_assets.core import artifacts, stages
 from ensemble_assets.core.config import PlatformConfig
-from ensemble_assets.core.model import load_model
-from ensemble_assets.core.planning import PlanSettings
+from ensemble_assets.core.model.ensemble import load_model
+from ensemble_assets.core.planning.plan import PlanSettings
 from ensemble_assets_tests.conftest import FAST_TRAINING
 
 from .faults import tree_digest
@@ -49,11 +49,11 @@ def case_config(root: Path, dataset: Path, plan: dict[str, Any] | None = None,
 def run_graph(cfg: PlatformConfig, until: str = "consolidated_model") -> tuple[str | None, str | None]:
     """Run the steps up to ``until``; return (first failing step, its message) or (None, None)."""
     steps = {
-        "gene_inventory": lambda: pipeline.run_inventory(cfg),
-        "feature_screening": lambda: pipeline.run_screening(cfg),
-        "training_plan": lambda: pipeline.run_plan(cfg),
-        "instance_model": lambda: [pipeline.run_instance(cfg, s["key"]) for s in pipeline.load_plan(cfg)["subsets"]],
-        "consolidated_model": lambda: pipeline.run_consolidation(cfg),
+        "gene_inventory": lambda: stages.run_inventory(cfg),
+        "feature_screening": lambda: stages.run_screening(cfg),
+        "training_plan": lambda: stages.run_plan(cfg),
+        "instance_model": lambda: [stages.run_instance(cfg, s["key"]) for s in artifacts.load_plan(cfg)["subsets"]],
+        "consolidated_model": lambda: stages.run_consolidation(cfg),
     }
     for name in STEPS:
         try:

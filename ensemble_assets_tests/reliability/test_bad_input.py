@@ -23,13 +23,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core import pipeline
+from ensemble_assets.core import artifacts, stages
 from ensemble_assets.core.config import PlatformConfig
-from ensemble_assets.core.dataset import DatasetError, iter_subset_batches, open_dataset
-from ensemble_assets.core.inventory import build_gene_inventory
-from ensemble_assets.core.model import ModelError, load_model, model_problem
-from ensemble_assets.core.screening import feature_columns, screen_features
-from ensemble_assets.core.training import train_instance
+from ensemble_assets.core.data.contract import DatasetError, open_dataset
+from ensemble_assets.core.data.inventory import build_gene_inventory
+from ensemble_assets.core.data.screening import feature_columns, screen_features
+from ensemble_assets.core.data.streaming import iter_subset_batches
+from ensemble_assets.core.model.ensemble import ModelError, load_model, model_problem
+from ensemble_assets.core.training.loop import train_instance
 from ensemble_assets_tests.conftest import FAST_TRAINING
 
 from . import faults as F
@@ -42,7 +43,7 @@ def trained(tiny_dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("trained") / "root"
     cfg = case_config(root, tiny_dataset)
     assert run_graph(cfg) == (None, None)
-    assert len(pipeline.load_plan(cfg)["subsets"]) == 2
+    assert len(artifacts.load_plan(cfg)["subsets"]) == 2
     rows = dataset_rows(tiny_dataset)
     return root, rows, model_predictions(root, rows)
 
@@ -337,7 +338,7 @@ def test_a_single_row_gene_is_trained_and_predicted_out_of_fold(tiny_dataset, tm
 def test_max_instances_above_what_the_genes_need_is_an_upper_bound(tiny_dataset, tmp_path):
     cfg = case_config(tmp_path / "root", tiny_dataset, plan={"genes_per_instance": 16, "max_instances": 1000})
     assert run_graph(cfg, until="training_plan") == (None, None)
-    plan = pipeline.load_plan(cfg)
+    plan = artifacts.load_plan(cfg)
     assert 2 <= len(plan["subsets"]) <= 4 and plan["coverage"] == 1.0
     assert all(s["n_genes"] >= 3 for s in plan["subsets"])
 
@@ -349,7 +350,7 @@ def test_a_damaged_booster_is_refused_by_name_and_the_ensemble_is_kept(damage, t
     trained_root, rows, predictions = trained
     root = F.copy_tree(trained_root, tmp_path / "root")
     cfg = PlatformConfig.load(root)
-    inst = cfg.instance_dir(pipeline.load_plan(cfg)["subsets"][1]["key"])
+    inst = cfg.instance_dir(artifacts.load_plan(cfg)["subsets"][1]["key"])
     booster = inst / "booster_acceptor.ubj"
     if damage == "missing":
         booster.unlink()
@@ -365,11 +366,11 @@ def test_a_damaged_booster_is_refused_by_name_and_the_ensemble_is_kept(damage, t
     consolidated = root / "artifacts" / "consolidated_model"
     before = F.tree_digest(consolidated)
     with pytest.raises(ModelError, match="booster_acceptor.ubj"):
-        pipeline.run_consolidation(cfg)
+        stages.run_consolidation(cfg)
     # the consolidated model holds its own verified copies: untouched, still predicting as before
     assert F.tree_digest(consolidated) == before
     assert np.array_equal(load_model(consolidated).predict_proba(rows), predictions["consolidated_model"])
-    other = cfg.instance_dir(pipeline.load_plan(cfg)["subsets"][0]["key"])
+    other = cfg.instance_dir(artifacts.load_plan(cfg)["subsets"][0]["key"])
     assert np.array_equal(load_model(other).predict_proba(rows), predictions[f"instances/{other.name}"])
 
 
@@ -386,7 +387,7 @@ def _manifest_of(model_dir: Path) -> dict:
 def test_a_manifest_cannot_point_outside_its_model_or_skip_verification(tamper, says, trained, tmp_path):
     trained_root, rows, _ = trained
     cfg = PlatformConfig.load(trained_root)
-    inst = F.copy_tree(cfg.instance_dir(pipeline.load_plan(cfg)["subsets"][0]["key"]), tmp_path / "inst")
+    inst = F.copy_tree(cfg.instance_dir(artifacts.load_plan(cfg)["subsets"][0]["key"]), tmp_path / "inst")
     shutil.copy(inst / "booster_donor.ubj", tmp_path / "booster_donor.ubj")  # a well-formed file outside
     m = _manifest_of(inst)
     tamper(m)

@@ -23,10 +23,10 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from ensemble_assets.core import pipeline
+from ensemble_assets.core import artifacts, stages
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.io import _owner_tag, atomic_directory, read_json, remove_stale_temporaries, sha256_file
-from ensemble_assets.core.model import ModelError, load_model, model_problem
+from ensemble_assets.core.model.ensemble import ModelError, load_model, model_problem
 from ensemble_assets_tests.conftest import REPO
 
 from . import faults as F
@@ -88,12 +88,12 @@ def test_sigkill_mid_training_loses_nothing_and_resumes_to_the_same_model(tiny_d
     # (a) nothing of the killed partition reads back as complete
     cfg = PlatformConfig.load(root)
     killed = cfg.instance_dir(keys[1])
-    assert pipeline.instance_manifest(cfg, keys[1]) is None
+    assert artifacts.instance_manifest(cfg, keys[1]) is None
     assert model_problem(killed) is not None
     with pytest.raises(ModelError):
         load_model(killed)
-    with pytest.raises(pipeline.CoverageError, match=keys[1]):
-        pipeline.run_consolidation(cfg)
+    with pytest.raises(stages.CoverageError, match=keys[1]):
+        stages.run_consolidation(cfg)
     assert not (root / "artifacts" / "consolidated_model").exists()
     first = cfg.instance_dir(keys[0])
     first_state = (F.tree_digest(first), first.stat().st_ino)
@@ -132,7 +132,7 @@ def test_a_writer_killed_mid_write_leaves_a_temporary_that_is_never_read_and_is_
     root = tmp_path / "root"
     cfg = case_config(root, tiny_dataset)
     assert run_graph(cfg, until="training_plan") == (None, None)
-    key = pipeline.load_plan(cfg)["subsets"][0]["key"]
+    key = artifacts.load_plan(cfg)["subsets"][0]["key"]
     r = subprocess.run([sys.executable, "-m", "ensemble_assets_tests.reliability.worker", "die-while-writing",
                         "--data-root", str(root), "--partition", key], cwd=REPO, env=_env(tmp_path),
                        capture_output=True, text=True, timeout=300)
@@ -143,10 +143,10 @@ def test_a_writer_killed_mid_write_leaves_a_temporary_that_is_never_read_and_is_
     partial = sorted(p.name for p in leftovers[0].iterdir())
     assert any(n.startswith("booster_") for n in partial) and "manifest.json" not in partial
     assert not cfg.instance_dir(key).exists()
-    assert pipeline.instance_manifest(cfg, key) is None and model_problem(cfg.instance_dir(key)) is not None
-    with pytest.raises(pipeline.CoverageError, match=key):
-        pipeline.run_consolidation(cfg)
-    pipeline.run_instance(cfg, key)  # the retry
+    assert artifacts.instance_manifest(cfg, key) is None and model_problem(cfg.instance_dir(key)) is not None
+    with pytest.raises(stages.CoverageError, match=key):
+        stages.run_consolidation(cfg)
+    stages.run_instance(cfg, key)  # the retry
     assert model_problem(cfg.instance_dir(key)) is None
     assert [p.name for p in instances.iterdir() if p.name.startswith(".")] == []
 

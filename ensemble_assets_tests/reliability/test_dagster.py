@@ -13,13 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from ensemble_assets import cli
-from ensemble_assets.assets import (consolidated_model, feature_screening, gene_inventory, instance_model,
-                                    training_plan)
-from ensemble_assets.core import pipeline
+from ensemble_assets.core import artifacts, stages
 from ensemble_assets.core.config import PlatformConfig
-from ensemble_assets.core.model import load_model
-from ensemble_assets.orchestration import materialize, partitions_to_train
-from ensemble_assets.partitions import gene_subsets
+from ensemble_assets.core.model.ensemble import load_model
+from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
+from ensemble_assets.defs.ensemble.assets import consolidated_model
+from ensemble_assets.defs.partitions import gene_subsets
+from ensemble_assets.defs.planning.assets import training_plan
+from ensemble_assets.defs.training.assets import instance_model
+from ensemble_assets.defs.training.retraining import partitions_to_train
+from ensemble_assets.runs import materialize
 
 from . import faults as F
 from .harness import assert_intact, case_config, dataset_rows, model_predictions
@@ -60,9 +63,9 @@ def hostile(tiny_dataset, tmp_path_factory):
 def test_hostile_gene_ids_train_end_to_end_and_never_become_paths(hostile):
     root, mapping, keys = hostile["root"], hostile["mapping"], hostile["keys"]
     cfg = PlatformConfig.load(root)
-    inventory_ids = set(pq.read_table(pipeline.paths(cfg)["inventory"]).column("gene_id").to_pylist())
+    inventory_ids = set(pq.read_table(artifacts.paths(cfg)["inventory"]).column("gene_id").to_pylist())
     assert set(HOSTILE) <= inventory_ids and len(inventory_ids) == 48  # every id kept exactly, none merged
-    plan = pipeline.load_plan(cfg)
+    plan = artifacts.load_plan(cfg)
     planned = set(plan["holdout_genes"]).union(*[set(s["genes"]) for s in plan["subsets"]])
     assert planned == inventory_ids
     assert all(re.fullmatch(r"s\d\d-[0-9a-f]{8}", k) for k in keys)       # partition keys are hashes
@@ -76,7 +79,7 @@ def test_hostile_gene_ids_train_end_to_end_and_never_become_paths(hostile):
     for gid in inventory_ids:
         pieces = {gid, *(x for x in re.split(r"[/\\]", gid) if x not in ("", ".", ".."))}
         assert not pieces & components, f"{gid!r} became a path: {pieces & components}"
-    p = load_model(pipeline.paths(cfg)["consolidated"]).predict_proba(hostile["rows"])
+    p = load_model(artifacts.paths(cfg)["consolidated"]).predict_proba(hostile["rows"])
     assert np.allclose(p.sum(axis=1), 1.0)
 
 
@@ -96,7 +99,7 @@ def _latest(instance, asset) -> int | None:
 
 
 def _tamper_booster(root: Path, cfg) -> str:
-    key = pipeline.load_plan(cfg)["subsets"][0]["key"]
+    key = artifacts.load_plan(cfg)["subsets"][0]["key"]
     b = cfg.instance_dir(key) / "booster_donor.ubj"
     data = bytearray(b.read_bytes())
     data[len(data) // 3] ^= 0x10
@@ -146,7 +149,7 @@ def test_dagster_fails_at_the_earliest_asset_and_keeps_earlier_materializations(
     assert sorted(instance.get_dynamic_partitions(gene_subsets.name)) == partitions
     predictions = dict(hostile["predictions"])
     if kind == "altered booster file":  # the tampered instance itself no longer loads; the rest do
-        bad = pipeline.load_plan(cfg)["subsets"][0]["key"]
+        bad = artifacts.load_plan(cfg)["subsets"][0]["key"]
         (root / "artifacts" / "instances" / bad).rename(tmp_path / "quarantine")
         before = {k: v for k, v in before.items() if not k.startswith(f"instances/{bad}/")}
         del predictions[f"instances/{bad}"]

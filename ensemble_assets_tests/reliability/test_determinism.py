@@ -19,13 +19,13 @@ from dataclasses import replace
 import numpy as np
 import pyarrow.parquet as pq
 
-from ensemble_assets.core import pipeline
-from ensemble_assets.core.dataset import open_dataset
-from ensemble_assets.core.inventory import build_gene_inventory
+from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core.data.contract import open_dataset
+from ensemble_assets.core.data.inventory import build_gene_inventory
+from ensemble_assets.core.data.screening import feature_columns, screen_features
 from ensemble_assets.core.io import read_json, sha256_file
-from ensemble_assets.core.model import load_model
-from ensemble_assets.core.screening import feature_columns, screen_features
-from ensemble_assets.core.training import train_instance
+from ensemble_assets.core.model.ensemble import load_model
+from ensemble_assets.core.training.loop import train_instance
 from ensemble_assets_tests.conftest import FAST_TRAINING
 
 from .harness import case_config, dataset_rows, run_graph
@@ -41,10 +41,10 @@ def test_same_dataset_settings_and_seed_give_byte_identical_plans(tiny_dataset, 
     plan = read_json(tmp_path / "a" / "artifacts" / "training_plan.json")
     assert "memory_budget_bytes" not in plan and len(plan["subsets"]) >= 3
     assert read_json(tmp_path / "a" / "artifacts" / "training_plan_sizing.json")["memory_budget_bytes"] > 0
-    assert pipeline.load_plan(a)["memory_budget_bytes"] > 0   # still there for whoever reads the plan
+    assert artifacts.load_plan(a)["memory_budget_bytes"] > 0   # still there for whoever reads the plan
     c = case_config(tmp_path / "c", tiny_dataset, plan={"genes_per_instance": 16, "seed": 7})
     assert run_graph(c, until="training_plan") == (None, None)
-    assert [s["genes"] for s in pipeline.load_plan(c)["subsets"]] != [s["genes"] for s in plan["subsets"]]
+    assert [s["genes"] for s in artifacts.load_plan(c)["subsets"]] != [s["genes"] for s in plan["subsets"]]
 
 
 def test_same_settings_give_identical_models_whatever_the_threads_and_batches(tiny_dataset, tmp_path):

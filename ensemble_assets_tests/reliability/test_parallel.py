@@ -13,10 +13,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from ensemble_assets.assets import instance_model
-from ensemble_assets.core import pipeline
+from ensemble_assets.core import artifacts, stages
 from ensemble_assets.core.io import read_json
-from ensemble_assets.partitions import gene_subsets
+from ensemble_assets.defs.partitions import gene_subsets
+from ensemble_assets.defs.training.assets import instance_model
 from ensemble_assets_tests.conftest import REPO
 
 from . import faults as F
@@ -34,7 +34,7 @@ def test_two_partitions_trained_concurrently_equal_a_sequential_run(tiny_dataset
     home, root, seq = dagster_home(tmp_path / "home"), tmp_path / "root", tmp_path / "sequential"
     cfg = case_config(root, tiny_dataset)
     assert run_graph(cfg, until="training_plan") == (None, None)
-    keys = [s["key"] for s in pipeline.load_plan(cfg)["subsets"]]
+    keys = [s["key"] for s in artifacts.load_plan(cfg)["subsets"]]
     assert len(keys) == 2
     with dg.DagsterInstance.from_config(str(home)) as instance:  # what training_plan registers
         instance.add_dynamic_partitions(gene_subsets.name, keys)
@@ -43,7 +43,7 @@ def test_two_partitions_trained_concurrently_equal_a_sequential_run(tiny_dataset
     shutil.copytree(root, seq)
     seq_cfg = case_config(seq, tiny_dataset)
     for k in keys:
-        pipeline.run_instance(seq_cfg, k)
+        stages.run_instance(seq_cfg, k)
 
     env = {"DAGSTER_HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
            "HOME": os.environ.get("HOME", "/tmp")}

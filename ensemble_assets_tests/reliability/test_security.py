@@ -13,14 +13,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core import dataset as dataset_mod
-from ensemble_assets.core import inventory as inventory_mod
-from ensemble_assets.core import pipeline
-from ensemble_assets.core.dataset import iter_subset_batches, open_dataset
-from ensemble_assets.core.inventory import build_gene_inventory
+from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core.data import inventory as inventory_mod
+from ensemble_assets.core.data import streaming as dataset_mod
+from ensemble_assets.core.data.contract import open_dataset
+from ensemble_assets.core.data.inventory import build_gene_inventory
+from ensemble_assets.core.data.screening import feature_columns, screen_features
+from ensemble_assets.core.data.streaming import iter_subset_batches
 from ensemble_assets.core.io import read_json, write_json
-from ensemble_assets.core.planning import PlanError
-from ensemble_assets.core.screening import feature_columns, screen_features
+from ensemble_assets.core.planning.plan import PlanError
 from ensemble_assets_tests.conftest import REPO
 
 from . import faults as F
@@ -174,14 +175,14 @@ def test_a_partition_key_cannot_leave_the_instances_directory(key, tiny_dataset,
         cfg.instance_dir(key)
     assert run_graph(cfg, until="training_plan") == (None, None)
     with pytest.raises(PlanError, match="not in the current training plan"):
-        pipeline.run_instance(cfg, key)
+        stages.run_instance(cfg, key)
     # even a plan file edited to carry such a key is refused before anything is trained or written
-    plan_path = pipeline.paths(cfg)["plan"]
+    plan_path = artifacts.paths(cfg)["plan"]
     plan = read_json(plan_path)
     plan["subsets"][0]["key"] = key
     write_json(plan_path, plan)
     with pytest.raises(ValueError, match="not a safe path component"):
-        pipeline.run_instance(cfg, key)
+        stages.run_instance(cfg, key)
     assert not (tmp_path / "root" / "artifacts" / "instances").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
 

@@ -60,9 +60,9 @@ def wait_at_barrier(barrier: Path, name: str, parties: int, timeout: float = 120
 def cmd_materialize(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from ensemble_assets.assets import instance_model
     from ensemble_assets.core.config import PlatformConfig
-    from ensemble_assets.orchestration import materialize
+    from ensemble_assets.defs.training.assets import instance_model
+    from ensemble_assets.runs import materialize
 
     cfg = PlatformConfig.load(args.data_root)
     seen = audit_writes(Path(args.data_root))
@@ -77,8 +77,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 
 def cmd_die_while_writing(args: argparse.Namespace) -> int:
-    from ensemble_assets.core import pipeline, training
+    from ensemble_assets.core import stages
     from ensemble_assets.core.config import PlatformConfig
+    from ensemble_assets.core.training import loop as training
 
     cfg = PlatformConfig.load(args.data_root)
     real = training.sha256_file
@@ -90,7 +91,7 @@ def cmd_die_while_writing(args: argparse.Namespace) -> int:
         return digest
 
     training.sha256_file = checksum_then_die
-    pipeline.run_instance(cfg, args.partition)
+    stages.run_instance(cfg, args.partition)
     return 3  # not reached
 
 

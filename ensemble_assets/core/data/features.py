@@ -1,0 +1,143 @@
+"""Column features computed on the one row path: a batch of rows → the model's float32 matrix
+(imputation, the gene-position and gene-context features)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ensemble_assets.core.data.contract import DatasetError
+from ensemble_assets.core.data.schema import (
+    CANDIDATE_MIN_SCORE,
+    GENE_COLUMN,
+    GENE_CONTEXT_FEATURES,
+    GENE_CONTEXT_SOURCES,
+    GENE_POSITION_FEATURES,
+    GENE_POSITION_SOURCES,
+)
+
+
+def numeric_column(table: pa.Table | pa.RecordBatch, name: str, source: str) -> np.ndarray:
+    """One numeric column as float64 (null → NaN); a non-numeric column is an error naming it."""
+    col = table.column(name)
+    if pa.types.is_boolean(col.type) or pa.types.is_integer(col.type):
+        col = pc.cast(col, pa.float64())
+    if not (pa.types.is_floating(col.type) or pa.types.is_null(col.type)):
+        raise DatasetError(f"{source}: column '{name}' is {col.type}, expected a number")
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def gene_position_features(position: np.ndarray, gene_length: np.ndarray) -> dict[str, np.ndarray]:
+    """``schema.GENE_POSITION_FEATURES`` of rows: nucleotides from the gene's 5' end and to its
+    3' end, and the fraction of the gene before the position (transcript orientation; NaN where
+    ``position`` or a positive ``gene_length`` is missing)."""
+    pos = np.asarray(position, dtype=np.float64)
+    length = np.asarray(gene_length, dtype=np.float64)
+    length = np.where(length > 0, length, np.nan)
+    return {"gene_offset_5p": pos, "gene_offset_3p": length - 1 - pos, "gene_relative_position": pos / length}
+
+
+_EMPTY = np.empty(0, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class CandidateIndex:
+    """Per gene, the sorted positions whose donor (acceptor) score reaches ``CANDIDATE_MIN_SCORE``:
+    what the gene-context features measure distances to. Built from complete genes only (every
+    candidate position of a gene must be among the rows it is built from)."""
+
+    donor: Mapping[str, np.ndarray]
+    acceptor: Mapping[str, np.ndarray]
+
+    @classmethod
+    def from_table(cls, table: pa.Table | pa.RecordBatch, source: str = "input") -> "CandidateIndex":
+        gene = np.asarray(table.column(GENE_COLUMN).to_numpy(zero_copy_only=False), dtype=object)
+        pos = numeric_column(table, "position", source)
+        tracks = {}
+        for track in ("donor", "acceptor"):
+            keep = np.nan_to_num(numeric_column(table, f"{track}_score", source), nan=-1.0) >= CANDIDATE_MIN_SCORE
+            keep &= np.isfinite(pos)
+            g, p = gene[keep], pos[keep]
+            order = np.argsort(g, kind="stable")
+            genes, starts = np.unique(g[order], return_index=True)
+            tracks[track] = {str(k): np.sort(v) for k, v in zip(genes, np.split(p[order], starts[1:]))}
+        return cls(tracks["donor"], tracks["acceptor"])
+
+
+def gene_context_features(index: CandidateIndex, gene_id: np.ndarray, position: np.ndarray,
+                          gene_length: np.ndarray) -> dict[str, np.ndarray]:
+    """``schema.GENE_CONTEXT_FEATURES`` of rows: nucleotides to the nearest other candidate donor /
+    acceptor of the row's gene upstream and downstream; the gene's length where there is none
+    (NaN where ``position`` or a positive ``gene_length`` is missing)."""
+    pos = np.asarray(position, dtype=np.float64)
+    none = np.asarray(gene_length, dtype=np.float64)
+    none = np.where(none > 0, none, np.nan)
+    out = {f: np.full(len(pos), np.nan) for f in GENE_CONTEXT_FEATURES}
+    genes, inverse = np.unique(np.asarray(gene_id, dtype=object), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    for g, rows in zip(genes, np.split(order, np.cumsum(np.bincount(inverse, minlength=len(genes)))[:-1])):
+        p, missing, known = pos[rows], none[rows], np.isfinite(pos[rows])
+        for track in ("donor", "acceptor"):
+            c = getattr(index, track).get(str(g), _EMPTY)
+            i = np.searchsorted(c, p, "left")    # c[i - 1] < p
+            j = np.searchsorted(c, p, "right")   # c[j] > p
+            up = p - c[np.maximum(i - 1, 0)] if len(c) else missing
+            down = c[np.minimum(j, len(c) - 1)] - p if len(c) else missing
+            out[f"nearest_{track}_upstream"][rows] = np.where(known, np.where(i > 0, up, missing), np.nan)
+            out[f"nearest_{track}_downstream"][rows] = np.where(known, np.where(j < len(c), down, missing), np.nan)
+    return out
+
+
+_COMPUTED = ((GENE_POSITION_FEATURES, GENE_POSITION_SOURCES), (GENE_CONTEXT_FEATURES, GENE_CONTEXT_SOURCES))
+
+
+def source_columns(features: Sequence[str]) -> list[str]:
+    """The dataset columns that ``features`` are read or computed from."""
+    out = [f for f in features if f not in GENE_POSITION_FEATURES and f not in GENE_CONTEXT_FEATURES]
+    for computed, sources in _COMPUTED:
+        if any(f in computed for f in features):
+            out += [c for c in sources if c not in out]
+    return out
+
+
+def to_feature_matrix(table: pa.Table | pa.RecordBatch, features: Sequence[str],
+                      fill: Mapping[str, float], source: str = "input",
+                      candidates: CandidateIndex | None = None) -> np.ndarray:
+    """Arrow columns → float32 matrix, by name. Null and NaN take the column's fill value;
+    a column absent from ``table`` is all fill (k-mers: 0). Infinite values are an error.
+    ``schema.GENE_POSITION_FEATURES`` are computed from ``position`` and ``gene_length``,
+    ``schema.GENE_CONTEXT_FEATURES`` from ``candidates`` (default: the candidates among the
+    table's own rows, so the table must then hold its genes whole)."""
+    n = table.num_rows
+    X = np.empty((n, len(features)), dtype=np.float32)
+    names = set(table.schema.names)
+    computed: dict[str, np.ndarray] = {}
+    wanted = {f for f in features if f not in names}
+    if wanted & set(GENE_POSITION_FEATURES) and set(GENE_POSITION_SOURCES) <= names:
+        computed.update(gene_position_features(*(numeric_column(table, c, source) for c in GENE_POSITION_SOURCES)))
+    if wanted & set(GENE_CONTEXT_FEATURES) and set(GENE_CONTEXT_SOURCES) <= names:
+        computed.update(gene_context_features(
+            candidates if candidates is not None else CandidateIndex.from_table(table, source),
+            np.asarray(table.column(GENE_COLUMN).to_numpy(zero_copy_only=False), dtype=object),
+            numeric_column(table, "position", source), numeric_column(table, "gene_length", source)))
+    for j, name in enumerate(features):
+        if name in names:
+            v = numeric_column(table, name, source)
+        elif name in computed:
+            v = computed[name]
+        else:
+            X[:, j] = fill[name]
+            continue
+        bad = ~np.isfinite(v)
+        if bad.any():
+            if np.isinf(v).any():
+                raise DatasetError(
+                    f"{source}: column '{name}' has {int(np.isinf(v).sum())} infinite value(s)"
+                )
+            v = np.where(bad, fill[name], v)
+        X[:, j] = v
+    return X

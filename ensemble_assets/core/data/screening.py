@@ -1,0 +1,202 @@
+"""Feature screening: the feature manifest — every column, whether it is a feature, and why not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ensemble_assets.core.data.contract import DatasetError, ParquetDataset, label_codes
+from ensemble_assets.core.data.features import source_columns, to_feature_matrix
+from ensemble_assets.core.data.inventory import LABEL_SQL, _source, connect, internal_name
+from ensemble_assets.core.data.read_errors import read_errors
+from ensemble_assets.core.data.schema import (
+    GENE_COLUMN,
+    GENE_CONTEXT_FEATURES,
+    GENE_CONTEXT_SOURCES,
+    GENE_LABEL_COUNT_COLUMNS,
+    GENE_POSITION_FEATURES,
+    GENE_POSITION_SOURCES,
+    ID_COLUMNS,
+    LABEL_CHOSEN_TRACK_COLUMNS,
+    LABEL_COLUMN,
+    LEAKAGE_COLUMNS,
+    NON_FEATURE_BY_DEFAULT,
+    STRUCTURAL_LEAKAGE_COLUMNS,
+    feature_family,
+    is_kmer,
+)
+from ensemble_assets.core.data.sql import _quote
+
+
+@dataclass(frozen=True)
+class ScreeningSettings:
+    correlation_threshold: float = 0.95   # |corr(feature, is_splice)| at or above → excluded
+    sample_genes: int = 1000              # genes sampled for the correlation screen
+    seed: int = 42
+    exclude: tuple[str, ...] = ()         # user exclusions
+    include_structural: bool = False      # keep back-filled structural columns (they leak!)
+    include_chrom: bool = False
+    gene_position: bool = True            # compute GENE_POSITION_FEATURES from position and gene_length
+    # compute GENE_CONTEXT_FEATURES: only for a dataset that holds every position of a gene whose
+    # donor or acceptor score reaches CANDIDATE_MIN_SCORE (else their rows are a label-driven sample)
+    gene_context: bool = False
+    kmer_sizes: tuple[int, ...] | None = None   # None: all k-mer sizes present
+
+
+def _numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: ScreeningSettings = ScreeningSettings(),
+                    threads: int = 2) -> pa.Table:
+    """Return the manifest table: column, dtype, family, is_feature, reason, stats, fill_value."""
+    rows: list[dict] = []
+    candidates: list[str] = []
+    for name, typ in zip(ds.schema.names, ds.schema.types):
+        fam = feature_family(name)
+        reason = ""
+        if name in LEAKAGE_COLUMNS:
+            reason = "label leakage"
+        elif name in GENE_LABEL_COUNT_COLUMNS:
+            reason = "label leakage (the gene's annotated sites, counted: unknown for a gene being predicted)"
+        elif name in LABEL_CHOSEN_TRACK_COLUMNS:
+            reason = ("label leakage (a site row's context comes from its label's score track; "
+                      "donor_*/acceptor_* hold both tracks)")
+        elif name in NON_FEATURE_BY_DEFAULT and not settings.include_chrom:
+            reason = "chromosome (leaks across instances; not a feature by default)"
+        elif name in ID_COLUMNS:
+            reason = "metadata / identifier"
+        elif name in STRUCTURAL_LEAKAGE_COLUMNS and not settings.include_structural:
+            reason = "structural leakage (back-filled for negatives; encodes the label)"
+        elif name in settings.exclude:
+            reason = "user exclusion"
+        elif not _numeric(typ):
+            reason = f"non-numeric ({typ})"
+        elif settings.kmer_sizes is not None and is_kmer(name) and int(name.split("mer_")[0]) not in settings.kmer_sizes:
+            reason = "k-mer size not selected"
+        rows.append({"column": name, "dtype": str(typ), "family": fam, "reason": reason})
+        if not reason:
+            candidates.append(name)
+    for on, computed, sources in ((settings.gene_position, GENE_POSITION_FEATURES, GENE_POSITION_SOURCES),
+                                  (settings.gene_context, GENE_CONTEXT_FEATURES, GENE_CONTEXT_SOURCES)):
+        if on and all(c in ds.columns and (c == GENE_COLUMN or _numeric(ds.schema.field(c).type)) for c in sources):
+            rows += [{"column": name, "dtype": "double", "family": feature_family(name), "reason": ""}
+                     for name in computed if name not in ds.columns]
+    stats = _column_stats(ds, candidates, genes, settings, threads)
+    stats.update(_computed_stats(ds, [r["column"] for r in rows if r["column"] not in ds.columns], genes, settings))
+    for r in rows:
+        s = stats.get(r["column"], {})
+        r.update({k: s.get(k) for k in ("non_null", "nan_count", "inf_count", "min", "max", "mean", "label_corr")})
+        if r["column"] in stats:
+            if s["inf_count"]:
+                files = ", ".join(s["inf_files"])
+                raise DatasetError(f"column '{r['column']}' has {s['inf_count']} infinite value(s) (in {files})")
+            if s["non_null"] == s["nan_count"] or s["min"] == s["max"]:
+                r["reason"] = "constant"
+            elif s["label_corr"] is not None and abs(s["label_corr"]) >= settings.correlation_threshold:
+                r["reason"] = (f"label correlation |r|={abs(s['label_corr']):.3f} ≥ {settings.correlation_threshold} "
+                               "on a gene sample (near-separates the classes)")
+        r["is_feature"] = not r["reason"]
+        r["fill_value"] = 0.0 if is_kmer(r["column"]) else float(r["mean"]) if r.get("mean") is not None else 0.0
+    if not any(r["is_feature"] for r in rows):
+        raise DatasetError(f"dataset {ds.root}: no usable feature column after screening")
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("column", pa.string()), ("dtype", pa.string()), ("family", pa.string()),
+        ("is_feature", pa.bool_()), ("reason", pa.string()), ("non_null", pa.int64()),
+        ("nan_count", pa.int64()), ("inf_count", pa.int64()), ("min", pa.float64()),
+        ("max", pa.float64()), ("mean", pa.float64()), ("label_corr", pa.float64()),
+        ("fill_value", pa.float64()),
+    ]))
+
+
+def _sample_genes(genes: Sequence[str], settings: ScreeningSettings) -> list[str]:
+    """The genes the label-correlation screen reads: all, or ``sample_genes`` of them drawn with ``seed``."""
+    genes = sorted(genes)
+    if len(genes) <= settings.sample_genes:
+        return genes
+    return sorted(np.random.default_rng(settings.seed).choice(genes, size=settings.sample_genes, replace=False).tolist())
+
+
+def _column_stats(ds: ParquetDataset, columns: list[str], genes: Sequence[str],
+                  settings: ScreeningSettings, threads: int, chunk: int = 150) -> dict[str, dict]:
+    if not columns:
+        return {}
+    sample = _sample_genes(genes, settings)
+    con = connect(threads)
+    con.register("sample_genes", pa.table({"gene_id": pa.array(sample, pa.string())}))
+    out: dict[str, dict] = {}
+    try:
+        with read_errors(ds, [GENE_COLUMN, LABEL_COLUMN, *columns]):
+            _stats_queries(con, ds, columns, settings, chunk, out)
+    finally:
+        con.close()
+    return out
+
+
+def _computed_stats(ds: ParquetDataset, names: list[str], genes: Sequence[str],
+                    settings: ScreeningSettings) -> dict[str, dict]:
+    """The manifest statistics of computed features (``schema.GENE_POSITION_FEATURES``, ``GENE_CONTEXT_FEATURES``),
+    computed as training computes them (``dataset.to_feature_matrix``), on the whole genes of the gene sample."""
+    if not names:
+        return {}
+    import pyarrow.dataset as pads
+
+    cols = [GENE_COLUMN, LABEL_COLUMN, *(c for c in source_columns(names) if c not in (GENE_COLUMN, LABEL_COLUMN))]
+    with read_errors(ds, cols):
+        t = pads.dataset(ds.file_strings, schema=ds.schema, format="parquet").to_table(
+            columns=cols, filter=pads.field(GENE_COLUMN).isin(pa.array(_sample_genes(genes, settings), pa.string())))
+    X = to_feature_matrix(t, names, {n: np.nan for n in names}, f"dataset {ds.root}").astype(np.float64)
+    is_splice = (label_codes(t.column(LABEL_COLUMN)) > 0).astype(np.float64)
+    out: dict[str, dict] = {}
+    for j, name in enumerate(names):
+        v = X[:, j]
+        ok = np.isfinite(v)  # missing sources (NaN) are filled like a missing value
+        corr = (float(np.corrcoef(v[ok], is_splice[ok])[0, 1])
+                if ok.sum() > 1 and np.ptp(v[ok]) > 0 and np.ptp(is_splice[ok]) > 0 else None)
+        out[name] = {"non_null": int(ok.sum()), "nan_count": 0, "inf_count": 0,
+                     "min": float(v[ok].min()) if ok.any() else None, "max": float(v[ok].max()) if ok.any() else None,
+                     "mean": float(v[ok].mean()) if ok.any() else None, "label_corr": corr, "inf_files": []}
+    return out
+
+
+def _stats_queries(con, ds: ParquetDataset, columns: list[str], settings: ScreeningSettings, chunk: int,
+                   out: dict[str, dict]) -> None:
+    p = {"files": ds.file_strings}
+    src = _source(ds)
+    fcol, lab = _quote(internal_name(ds, "file")), _quote(internal_name(ds, "label"))
+    for i in range(0, len(columns), chunk):
+        part = columns[i:i + chunk]
+        aggs = []
+        for c in part:
+            d = f"CAST({_quote(c)} AS DOUBLE)"
+            fin = f"CASE WHEN isfinite({d}) THEN {d} END"
+            aggs += [f"count({d})", f"count_if(isnan({d}))", f"count_if(isinf({d}))",
+                     f"min({fin})", f"max({fin})", f"avg({fin})"]
+        vals = con.sql(f"SELECT {', '.join(aggs)} FROM {src}", params=p).fetchall()[0]
+        corr_aggs = [f"corr(CASE WHEN isfinite(CAST({_quote(c)} AS DOUBLE)) THEN CAST({_quote(c)} AS DOUBLE) END, "
+                     f"CAST({lab} > 0 AS DOUBLE))" for c in part]
+        corr = con.sql(
+            f"SELECT {', '.join(corr_aggs)} FROM (SELECT {', '.join(_quote(c) for c in part)}, {LABEL_SQL} AS {lab} "
+            f"FROM {src} WHERE {_quote(GENE_COLUMN)} IN (SELECT gene_id FROM sample_genes))", params=p).fetchall()[0]
+        for j, c in enumerate(part):
+            nn, nan, inf, mn, mx, mean = vals[6 * j:6 * j + 6]
+            rc = corr[j]
+            out[c] = {"non_null": int(nn), "nan_count": int(nan), "inf_count": int(inf),
+                      "min": mn, "max": mx, "mean": mean,
+                      "label_corr": None if rc is None or not np.isfinite(rc) else float(rc),
+                      "inf_files": []}
+            if inf:
+                out[c]["inf_files"] = [r[0] for r in con.sql(
+                    f"SELECT DISTINCT {fcol} FROM {src} WHERE isinf(CAST({_quote(c)} AS DOUBLE)) ORDER BY 1",
+                    params=p).fetchall()]
+
+
+def feature_columns(manifest: pa.Table) -> tuple[list[str], dict[str, float]]:
+    """Feature names (in manifest order) and their fill values."""
+    d = manifest.to_pydict()
+    names = [c for c, f in zip(d["column"], d["is_feature"]) if f]
+    fill = {c: v for c, v, f in zip(d["column"], d["fill_value"], d["is_feature"]) if f}
+    return names, fill

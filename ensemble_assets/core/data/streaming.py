@@ -1,0 +1,158 @@
+"""The one streaming row path: a gene subset's rows selected from Parquet (DuckDB, or a pyarrow
+scanner where DuckDB is not installed) as Arrow record batches, turned batch by batch into
+imputed float32 rows. No pandas or float64 copy of a whole subset is ever made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ensemble_assets.core.data.contract import DatasetError, ParquetDataset, label_codes
+from ensemble_assets.core.data.features import CandidateIndex, source_columns, to_feature_matrix
+from ensemble_assets.core.data.read_errors import read_errors
+from ensemble_assets.core.data.schema import (
+    BASE_SCORE_COLUMNS,
+    CANDIDATE_MIN_SCORE,
+    GENE_COLUMN,
+    GENE_CONTEXT_FEATURES,
+    GENE_CONTEXT_SOURCES,
+    LABEL_COLUMN,
+)
+from ensemble_assets.core.data.sql import _quote, duckdb_connect
+
+
+@dataclass
+class RowBatch:
+    """One batch of a subset: float32 features (imputed) and the row identities beside them."""
+
+    X: np.ndarray          # (n, F) float32, C-order, no NaN
+    label: np.ndarray      # (n,) int8 codes 0/1/2
+    gene_id: np.ndarray    # (n,) object (str)
+    position: np.ndarray   # (n,) int64 (-1 where the dataset has no position column)
+    base: np.ndarray       # (n, 3) float32 base-model scores neither/donor/acceptor (NaN if absent)
+
+
+def _read_candidates(ds: ParquetDataset, gene_table: pa.Table | None, source: str) -> CandidateIndex:
+    """The candidate index of the subset's genes, from their candidate rows only (one small scan)."""
+    import pyarrow.dataset as pads
+
+    cols = ["gene_id", "position", "donor_score", "acceptor_score"]
+    flt = (pc.field("donor_score") >= CANDIDATE_MIN_SCORE) | (pc.field("acceptor_score") >= CANDIDATE_MIN_SCORE)
+    if gene_table is not None:
+        flt &= pc.field(GENE_COLUMN).isin(gene_table.column(0))
+    with read_errors(ds, cols):
+        t = pads.dataset(ds.file_strings, schema=ds.schema, format="parquet").to_table(columns=cols, filter=flt)
+    return CandidateIndex.from_table(t, source)
+
+
+def _batch_to_rows(batch: pa.RecordBatch, features: Sequence[str], fill: Mapping[str, float],
+                   source: str, candidates: CandidateIndex | None = None) -> RowBatch:
+    names = batch.schema.names
+    label = label_codes(batch.column(LABEL_COLUMN))
+    if (label < 0).any():
+        bad = pc.unique(batch.column(LABEL_COLUMN).filter(pa.array(label < 0))).to_pylist()
+        raise DatasetError(f"{source}: column '{LABEL_COLUMN}' has unknown label value(s) {bad[:10]}")
+    n = batch.num_rows
+    base = np.full((n, 3), np.nan, dtype=np.float32)
+    for j, col in enumerate(("neither_score", "donor_score", "acceptor_score")):
+        if col in names:
+            base[:, j] = np.asarray(batch.column(col).to_numpy(zero_copy_only=False), dtype=np.float32)
+    pos = (np.asarray(pc.cast(batch.column("position"), pa.int64()).fill_null(-1).to_numpy())
+           if "position" in names else np.full(n, -1, dtype=np.int64))
+    return RowBatch(
+        X=to_feature_matrix(batch, features, fill, source, candidates),
+        label=label,
+        gene_id=np.asarray(batch.column(GENE_COLUMN).to_numpy(zero_copy_only=False), dtype=object),
+        position=pos,
+        base=base,
+    )
+
+
+def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    """Re-cut a stream into batches of exactly ``size`` rows (the last one shorter): the same
+    rows in the same order always give the same batches, which XGBoost's multi-pass iterator needs."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for b in batches:
+        if not b.num_rows:
+            continue
+        pending.append(b)
+        held += b.num_rows
+        while held >= size:
+            t = pa.Table.from_batches(pending)
+            yield t.slice(0, size).combine_chunks().to_batches()[0]
+            rest = t.slice(size).combine_chunks()
+            pending = rest.to_batches() if rest.num_rows else []
+            held -= size
+    if held:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+def iter_subset_batches(
+    ds: ParquetDataset,
+    genes: Sequence[str] | None,
+    features: Sequence[str],
+    fill: Mapping[str, float],
+    batch_rows: int = 32_768,
+    memory_limit: str = "1GB",
+    engine: str = "auto",
+) -> Iterator[RowBatch]:
+    """Stream the rows of ``genes`` (all genes if None) as imputed float32 batches.
+
+    Row order is the files' order and identical on every pass, which XGBoost's multi-pass
+    iterator relies on: DuckDB runs single-threaded here, because its parallel streaming result
+    does not keep the scan order (seen: labels misaligned with rows under CPU contention).
+    """
+    present = [c for c in source_columns(features) if c in set(ds.columns)]
+    wanted = [GENE_COLUMN, LABEL_COLUMN]
+    wanted += [c for c in ("position", *BASE_SCORE_COLUMNS) if c in ds.columns and c not in wanted]
+    wanted += [c for c in present if c not in wanted]
+    source = f"dataset {ds.root}"
+    if engine == "auto":
+        try:
+            import duckdb  # noqa: F401
+            engine = "duckdb"
+        except ImportError:
+            engine = "pyarrow"
+    gene_table = pa.table({GENE_COLUMN: pa.array(sorted(set(genes)), pa.string())}) if genes is not None else None
+    candidates = (_read_candidates(ds, gene_table, source)
+                  if set(features) & set(GENE_CONTEXT_FEATURES) and set(GENE_CONTEXT_SOURCES) <= set(ds.columns)
+                  else None)
+    if engine == "duckdb":
+        con = duckdb_connect(threads=1, memory_limit=memory_limit, preserve_insertion_order=True)
+        try:
+            sql = f"SELECT {', '.join(_quote(c) for c in wanted)} FROM read_parquet($files, union_by_name=true)"
+            if gene_table is not None:
+                con.register("subset_genes", gene_table)
+                sql += f" WHERE {_quote(GENE_COLUMN)} IN (SELECT {_quote(GENE_COLUMN)} FROM subset_genes)"
+            with read_errors(ds, wanted):
+                reader = con.sql(sql, params={"files": ds.file_strings}).to_arrow_reader(batch_rows)
+            batches = _rebatch(reader, batch_rows)
+            while True:
+                with read_errors(ds, wanted):  # a corrupt page surfaces while streaming
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                yield _batch_to_rows(batch, features, fill, source, candidates)
+        finally:
+            con.close()
+    elif engine == "pyarrow":
+        import pyarrow.dataset as pads
+
+        dset = pads.dataset(ds.file_strings, schema=ds.schema, format="parquet")
+        flt = pc.field(GENE_COLUMN).isin(gene_table.column(0)) if gene_table is not None else None
+        # no readahead: one file's row group decoded at a time bounds the memory of a scan
+        batches = _rebatch(dset.to_batches(columns=wanted, filter=flt, batch_size=batch_rows, use_threads=False,
+                                           batch_readahead=1, fragment_readahead=1), batch_rows)
+        while True:
+            with read_errors(ds, wanted):
+                batch = next(batches, None)
+            if batch is None:
+                break
+            yield _batch_to_rows(batch, features, fill, source, candidates)
+    else:
+        raise ValueError(f"unknown engine {engine!r} (auto, duckdb, pyarrow)")

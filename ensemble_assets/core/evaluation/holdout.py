@@ -1,0 +1,364 @@
+"""Evaluation of the base model, every instance and the consolidated model, side by side, on
+genes the evaluated model never trained on.
+
+* With holdout genes (the plan's global holdout, which no instance trains on), every model is
+  scored on the holdout rows. Decision thresholds on the splice probability are chosen on
+  **out-of-fold** predictions (each instance: its own; the consolidated model: the members'
+  out-of-fold predictions averaged with the ensemble weights; the base model: its scores on the
+  same out-of-fold rows) and then applied, unchanged, to the holdout rows.
+* Without holdout genes (``train_all_genes``) the figures are out-of-fold and labelled so; the
+  thresholds are then cross-fitted: the rows of one gene group are thresholded with the value
+  chosen on the other groups' rows, so a threshold never sees the rows it is reported on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ensemble_assets.core.data.contract import DatasetError, ParquetDataset
+from ensemble_assets.core.data.schema import CLASSES, is_kmer
+from ensemble_assets.core.data.streaming import iter_subset_batches
+from ensemble_assets.core.evaluation.calibration_analysis import calibration_report
+from ensemble_assets.core.evaluation.metrics import binary_splice_metrics, evaluate
+from ensemble_assets.core.io import read_json
+from ensemble_assets.core.model.ensemble import EnsembleModel, load_model
+from ensemble_assets.core.training.calibration import calibrate_proba
+
+HOLDOUT = "holdout"
+OUT_OF_FOLD = "out-of-fold"
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    ece_bins: int = 15
+    ece_bound: float = 0.01            # calibrated per-class ECE (uniform bins) above this → warning check
+    separation_auc: float = 0.99       # one feature alone with a one-vs-rest ROC-AUC ≥ this → flagged
+    separation_sample_genes: int = 300
+    threshold_groups: int = 5          # out-of-fold mode: gene groups for cross-fitted thresholds
+    seed: int = 42
+    batch_rows: int = 32_768
+
+
+@dataclass
+class ScoredRows:
+    """Rows of genes a model did not train on, with that model's probabilities."""
+
+    gene_id: np.ndarray                # (n,) object
+    position: np.ndarray               # (n,) int64
+    label: np.ndarray                  # (n,) int 0/1/2
+    base: np.ndarray                   # (n, 3) base-model scores neither/donor/acceptor
+    proba: np.ndarray                  # (n, 3) calibrated
+    raw: np.ndarray | None = None      # (n, 3) uncalibrated one-vs-rest booster outputs
+    group: np.ndarray | None = None    # (n,) gene group for cross-fitted thresholds
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    @property
+    def gene_idx(self) -> np.ndarray:
+        return np.unique(self.gene_id, return_inverse=True)[1]
+
+    @property
+    def y_splice(self) -> np.ndarray:
+        return self.label > 0
+
+    @property
+    def p_splice(self) -> np.ndarray:
+        return self.proba[:, 1] + self.proba[:, 2]
+
+    @property
+    def base_splice(self) -> np.ndarray:
+        return self.base[:, 1].astype(np.float64) + self.base[:, 2]
+
+    def with_proba(self, proba: np.ndarray, raw: np.ndarray | None = None) -> "ScoredRows":
+        return ScoredRows(self.gene_id, self.position, self.label, self.base, proba, raw, self.group)
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def choose_threshold(y: np.ndarray, score: np.ndarray) -> float:
+    """The threshold on ``score`` (predict positive where score ≥ threshold) that maximises F1
+    on these rows. Callers pass out-of-fold rows, never the rows the threshold is reported on."""
+    from sklearn.metrics import precision_recall_curve
+
+    y = np.asarray(y, dtype=bool)
+    if not y.any() or y.all():
+        return 0.5
+    prec, rec, thr = precision_recall_curve(y, np.asarray(score, dtype=np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)[:-1]
+    return float(thr[int(np.argmax(f1))])
+
+
+def crossfit_thresholds(y: np.ndarray, score: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Per row, the F1-optimal threshold chosen on the rows of every *other* group."""
+    group = np.asarray(group)
+    out = np.empty(len(group), dtype=np.float64)
+    for g in np.unique(group):
+        here = group == g
+        out[here] = choose_threshold(np.asarray(y)[~here], np.asarray(score)[~here])
+    return out
+
+
+def gene_groups(gene_id: np.ndarray, n_groups: int, seed: int) -> np.ndarray:
+    """Seeded assignment of genes to ``n_groups`` groups; every row of a gene in one group."""
+    genes, inv = np.unique(np.asarray(gene_id, dtype=object), return_inverse=True)
+    perm = np.random.default_rng(seed).permutation(len(genes))
+    return (perm % max(1, min(n_groups, len(genes))))[inv]
+
+
+# --------------------------------------------------------------------------- reading predictions
+
+
+def ensemble_members(model_dir: str | Path) -> list[dict[str, Any]]:
+    """Members of a consolidated model (partition key, weight, directory); an instance directory
+    is its own single member."""
+    model_dir = Path(model_dir)
+    manifest = read_json(model_dir / "manifest.json")
+    if manifest["kind"] == "instance":
+        return [{"partition_key": manifest["partition_key"], "weight": 1.0, "dir": model_dir}]
+    members = manifest["members"]
+    total = sum(m["weight"] for m in members)
+    return [{"partition_key": m["partition_key"], "weight": m["weight"] / total, "dir": model_dir / m["path"]}
+            for m in members]
+
+
+def read_oof(instance_dir: str | Path) -> ScoredRows:
+    """An instance's out-of-fold predictions (calibrated ones cross-fitted), fold as group."""
+    t = pq.read_table(Path(instance_dir) / "oof_predictions.parquet")
+    col = lambda prefix: np.column_stack([t.column(f"{prefix}{c}").to_numpy() for c in CLASSES]).astype(np.float64)
+    return ScoredRows(
+        gene_id=np.asarray(t.column("gene_id").to_pylist(), dtype=object),
+        position=np.asarray(t.column("position").to_numpy(), dtype=np.int64),
+        label=np.asarray(t.column("label").to_numpy(), dtype=np.int64),
+        base=col("base_"), proba=col("p_"), raw=col("raw_"),
+        group=np.asarray(t.column("fold").to_numpy(), dtype=np.int64))
+
+
+def _ordinal_within_gene(codes: np.ndarray) -> np.ndarray:
+    """0, 1, 2 … for the rows of each gene code, in row order."""
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_codes)) + 1]
+    counts = np.diff(np.r_[starts, len(codes)])
+    ordinal = np.empty(len(codes), dtype=np.int64)
+    ordinal[order] = np.arange(len(codes)) - np.repeat(starts, counts)
+    return ordinal
+
+
+def pool_oof(members: Sequence[tuple[float, ScoredRows]]) -> ScoredRows:
+    """The members' out-of-fold predictions as one set of rows: where a gene is in several
+    instances (the overlap), its rows' probabilities are averaged with the (renormalised)
+    member weights. Rows of a gene are matched by their order within the gene, which the one
+    data path keeps identical for every subset; labels and positions must agree."""
+    if len(members) == 1:
+        return replace(members[0][1], group=None)  # a copy: the caller sets its own groups
+    genes = np.concatenate([r.gene_id for _, r in members])
+    codes = np.unique(genes, return_inverse=True)[1]
+    offsets = np.cumsum([0] + [len(r) for _, r in members])
+    ordinal = np.concatenate([_ordinal_within_gene(codes[a:b]) for a, b in zip(offsets[:-1], offsets[1:])])
+    key = codes.astype(np.int64) * (int(ordinal.max()) + 1) + ordinal
+    uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    w = np.concatenate([np.full(len(r), wt) for wt, r in members])
+    wsum = np.bincount(inv, weights=w, minlength=len(uniq))
+
+    def avg(name: str) -> np.ndarray:
+        m = np.concatenate([getattr(r, name) for _, r in members])
+        return np.column_stack([np.bincount(inv, weights=w * m[:, j], minlength=len(uniq)) / wsum for j in range(3)])
+
+    label = np.concatenate([r.label for _, r in members])
+    position = np.concatenate([r.position for _, r in members])
+    for name, v in (("label", label), ("position", position)):
+        lo = np.full(len(uniq), np.iinfo(np.int64).max)
+        hi = np.full(len(uniq), np.iinfo(np.int64).min)
+        np.minimum.at(lo, inv, v)
+        np.maximum.at(hi, inv, v)
+        if (lo != hi).any():
+            g = genes[first[np.flatnonzero(lo != hi)[0]]]
+            raise DatasetError(f"out-of-fold rows of gene {g} disagree between instances ({name}); "
+                               "the instances were not trained on the same dataset")
+    has_raw = all(r.raw is not None for _, r in members)
+    return ScoredRows(gene_id=genes[first], position=position[first], label=label[first],
+                      base=np.concatenate([r.base for _, r in members])[first],
+                      proba=avg("proba"), raw=avg("raw") if has_raw else None)
+
+
+def predict_rows(model_dir: str | Path, ds: ParquetDataset, genes: Sequence[str],
+                 batch_rows: int = 32_768) -> dict[str, ScoredRows]:
+    """Stream the rows of ``genes`` through the one data path and score them with the
+    consolidated model and with each of its members (features aligned by name).
+
+    Returns model name → rows: ``consolidated`` (the weighted average of the members' calibrated
+    probabilities, exactly ``load_model(model_dir).predict_proba``) and one entry per partition key."""
+    model = load_model(model_dir)
+    if isinstance(model, EnsembleModel):
+        members, weights = model.members, model.weights
+        keys = [m["partition_key"] for m in model.manifest["members"]]
+    else:
+        members, weights, keys = [model], np.ones(1), [model.manifest["partition_key"]]
+    features = model.get_feature_names()
+    fill: dict[str, float] = {}
+    for m in members:
+        for f in m.features:
+            fill.setdefault(f, 0.0 if is_kmer(f) else float(m.fill[f]))
+    col = {f: j for j, f in enumerate(features)}
+    index = [np.asarray([col[f] for f in m.features], dtype=np.int64) for m in members]
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("gene_id", "position", "label", "base")}
+    proba: dict[str, list[np.ndarray]] = {k: [] for k in [*keys, "consolidated"]}
+    raw: dict[str, list[np.ndarray]] = {k: [] for k in [*keys, "consolidated"]}
+    for b in iter_subset_batches(ds, genes, features, fill, batch_rows):
+        for k in ("gene_id", "position", "label", "base"):
+            parts[k].append(getattr(b, k))
+        ens_p = np.zeros((len(b.label), 3))
+        ens_raw = np.zeros((len(b.label), 3))
+        for key, m, w, ix in zip(keys, members, weights, index):
+            Xm = b.X if len(ix) == b.X.shape[1] and (ix == np.arange(len(ix))).all() else np.ascontiguousarray(b.X[:, ix])
+            r = m.raw_proba(Xm)
+            p = calibrate_proba(m.calibrators, r)
+            proba[key].append(p)
+            raw[key].append(r)
+            ens_p += w * p
+            ens_raw += w * r
+        proba["consolidated"].append(ens_p)
+        raw["consolidated"].append(ens_raw)
+    if not parts["label"]:
+        raise DatasetError(f"no rows in {ds.root} for the {len(set(genes))} genes to evaluate")
+    gene_id = np.concatenate(parts["gene_id"])
+    missing = sorted(set(genes) - set(gene_id.tolist()))
+    if missing:
+        raise DatasetError(f"{len(missing)} gene(s) to evaluate have no rows in {ds.root}, e.g. {', '.join(missing[:5])}")
+    position = np.concatenate(parts["position"])
+    label = np.concatenate(parts["label"]).astype(np.int64)
+    base = np.concatenate(parts["base"]).astype(np.float64)
+    return {k: ScoredRows(gene_id, position, label, base, np.concatenate(proba[k]), np.concatenate(raw[k]))
+            for k in proba}
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _has_base(rows: ScoredRows) -> bool:
+    return bool(np.isfinite(rows.base).all())
+
+
+def score_model(name: str, kind: str, rows: ScoredRows, threshold: float | np.ndarray,
+                base_threshold: float | np.ndarray | None, scope: str, n_bins: int = 15,
+                proba_kind: str = "calibrated") -> dict[str, Any]:
+    """One row of the side-by-side table: the metrics of docs/evaluation.md, with the splice decision at
+    ``threshold`` (chosen on out-of-fold rows), also at 0.5; the base model at 0.5 and at its
+    own out-of-fold threshold; calibration per class (calibrated and raw)."""
+    has_base = _has_base(rows)
+    thr = np.asarray(threshold, dtype=np.float64)
+    m = evaluate(rows.label, rows.proba, rows.gene_idx, rows.base if has_base else None,
+                 threshold=thr, base_threshold=0.5)
+    m["splice_threshold"] = float(np.median(thr))
+    out: dict[str, Any] = {"model": name, "kind": kind, "scope": scope, **m}
+    at05 = binary_splice_metrics(rows.y_splice, rows.p_splice, 0.5)
+    out.update({"splice_f1_at_0.5": at05["f1"], "splice_fp_at_0.5": at05["fp"], "splice_fn_at_0.5": at05["fn"]})
+    out["errors"] = out["splice_fp"] + out["splice_fn"]
+    if has_base:
+        out["base_errors_at_0.5"] = out["base_splice_fp"] + out["base_splice_fn"]
+        out["errors_vs_base"] = out["errors"] / out["base_errors_at_0.5"] if out["base_errors_at_0.5"] else None
+        # calibrated probabilities at 0.5 are the error-minimising decision (F1-optimal thresholds are not)
+        out["errors_at_0.5_vs_base"] = ((at05["fp"] + at05["fn"]) / out["base_errors_at_0.5"]
+                                        if out["base_errors_at_0.5"] else None)
+        if base_threshold is not None:
+            bt = np.asarray(base_threshold, dtype=np.float64)
+            b = binary_splice_metrics(rows.y_splice, rows.base_splice, bt)
+            out.update({"base_splice_threshold_oof": float(np.median(bt)), "base_splice_f1_at_oof_threshold": b["f1"],
+                        "base_errors_at_oof_threshold": b["fp"] + b["fn"]})
+    kinds = {proba_kind: rows.proba} if rows.raw is None else {proba_kind: rows.proba, "raw": rows.raw}
+    calib, bins = calibration_report(rows.label, kinds, n_bins)
+    for c in calib:
+        tag = "" if c["kind"] == proba_kind else f"{c['kind']}_"
+        for k in ("ece_uniform", "ece_quantile", "brier", "log_loss"):
+            out[f"{tag}{k}_{c['class']}"] = c[k]
+    out["_calibration"] = calib
+    out["_bins"] = bins
+    return out
+
+
+@dataclass
+class Evaluation:
+    scope: str                              # HOLDOUT | OUT_OF_FOLD
+    scope_note: str
+    genes: int
+    rows: int
+    table: list[dict[str, Any]]             # one row per model: base, each instance, consolidated
+    calibration: list[dict[str, Any]]       # per model × class × kind
+    bins: list[dict[str, Any]]              # reliability bins per model × class × kind × strategy
+    scored: dict[str, ScoredRows]           # the evaluated rows per model (base scores included)
+    thresholds: dict[str, float]            # model → splice threshold (chosen on out-of-fold rows)
+
+
+def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_genes: Sequence[str],
+                    settings: EvaluationSettings = EvaluationSettings()) -> Evaluation:
+    """Base model, every member and the consolidated model on genes they never trained on."""
+    members = ensemble_members(model_dir)
+    oof = {m["partition_key"]: read_oof(m["dir"]) for m in members}
+    pooled = pool_oof([(m["weight"], oof[m["partition_key"]]) for m in members])
+    oof["consolidated"] = pooled
+    names = [m["partition_key"] for m in members] + ["consolidated"]
+    kinds = {m["partition_key"]: "instance" for m in members} | {"consolidated": "consolidated"}
+    if holdout_genes:
+        if ds is None:
+            raise ValueError("a dataset is needed to evaluate holdout genes")
+        trained = {m["partition_key"]: set(pq.read_table(Path(m["dir"]) / "folds.parquet", columns=["gene_id"])
+                                             .column(0).to_pylist()) for m in members}
+        leaks = {k: sorted(v & set(holdout_genes)) for k, v in trained.items() if v & set(holdout_genes)}
+        if leaks:
+            raise DatasetError("holdout genes were trained on, refusing to report them as holdout: "
+                               + "; ".join(f"{k}: {', '.join(v[:10])}" for k, v in leaks.items()))
+        scored = predict_rows(model_dir, ds, holdout_genes, settings.batch_rows)
+        thresholds: dict[str, Any] = {k: choose_threshold(oof[k].y_splice, oof[k].p_splice) for k in names}
+        base_thr: Any = choose_threshold(pooled.y_splice, pooled.base_splice) if _has_base(pooled) else None
+        scope = HOLDOUT
+        note = (f"holdout: {len(set(holdout_genes))} genes of the plan's global holdout; no instance trained on "
+                "them. Splice thresholds chosen on out-of-fold predictions of the training genes, then applied "
+                "unchanged to the holdout rows.")
+    else:
+        pooled.group = gene_groups(pooled.gene_id, settings.threshold_groups, settings.seed)
+        scored = oof
+        thresholds = {k: crossfit_thresholds(oof[k].y_splice, oof[k].p_splice, oof[k].group) for k in names}
+        base_thr = (crossfit_thresholds(pooled.y_splice, pooled.base_splice, pooled.group)
+                    if _has_base(pooled) else None)
+        scope = OUT_OF_FOLD
+        note = ("out-of-fold (no holdout genes: train_all_genes): each row predicted by a fold model that never "
+                "trained on its gene; the consolidated row pools the members' out-of-fold predictions (averaged "
+                "with the ensemble weights where a gene is in two instances) — the consolidated model itself has "
+                "no unseen genes. Splice thresholds cross-fitted: each gene group (instance: fold) is thresholded "
+                "with the value chosen on the other groups.")
+    ref = scored["consolidated"]
+    table, calibration, bins = [], [], []
+    rows_by_model: dict[str, ScoredRows] = {}
+    if _has_base(ref):
+        base_rows = ref.with_proba(ref.base / np.clip(ref.base.sum(axis=1, keepdims=True), 1e-12, None))
+        rows_by_model["base"] = base_rows
+        table.append(score_model("base", "base", base_rows, base_thr, base_thr, scope, settings.ece_bins,
+                                 proba_kind="base_scores"))
+    for name in names:
+        rows_by_model[name] = scored[name]
+        table.append(score_model(name, kinds[name], scored[name], thresholds[name], base_thr, scope, settings.ece_bins))
+    for r in table:
+        calibration += [{"model": r["model"], **c} for c in r.pop("_calibration")]
+        bins += [{"model": r["model"], **b} for b in r.pop("_bins")]
+    summary_thr = {k: float(np.median(v)) for k, v in thresholds.items()}
+    if base_thr is not None:
+        summary_thr["base"] = float(np.median(base_thr))
+    return Evaluation(scope, note, int(len(np.unique(ref.gene_id))), len(ref), table, calibration, bins,
+                      rows_by_model, summary_thr)
+
+
+def table_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows of dicts (possibly with different keys) → one Arrow table (missing values null)."""
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    return pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows])

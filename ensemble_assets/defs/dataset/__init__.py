@@ -1,0 +1,1 @@
+from ensemble_assets.defs.dataset import assets, checks  # noqa: F401

@@ -1,0 +1,1 @@
+from ensemble_assets.defs.ensemble import assets, checks  # noqa: F401

@@ -1,0 +1,1 @@
+from ensemble_assets.defs.explanation import assets  # noqa: F401

@@ -1,0 +1,73 @@
+"""training_plan: sizing, holdout genes, overlapping gene subsets and their partitions."""
+
+
+import dagster as dg
+
+from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core.config import PlatformConfig
+from ensemble_assets.core.planning.freshness import plan_inputs_fingerprint
+from ensemble_assets.defs.concurrency import INSTANCE_TRAINING_POOL, apply_training_capacity
+from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
+from ensemble_assets.defs.metadata import OWNERS, md_table
+from ensemble_assets.defs.partitions import gene_subsets
+from ensemble_assets.defs.resources import EnsembleResource
+
+FINGERPRINT_METADATA = "inputs_fingerprint"
+
+
+@dg.asset(
+    group_name="plan", kinds={"python", "json"}, owners=OWNERS, code_version="1", deps=[feature_screening],
+    description="Strategy (single model or overlapping gene subsets sized from available memory), the "
+                "global holdout genes no instance trains on, and one content-addressed dynamic partition "
+                "of instance_model per subset. Unchanged subsets keep their keys (and checkpoints); "
+                "stale keys are removed.",
+)
+def training_plan(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
+    cfg = ensemble.config()
+    plan = stages.run_plan(cfg, context.log.info)
+    keys = [s["key"] for s in plan["subsets"]]
+    existing = set(context.instance.get_dynamic_partitions(gene_subsets.name))
+    new = [k for k in keys if k not in existing]
+    stale = sorted(existing - set(keys))
+    if new:
+        context.instance.add_dynamic_partitions(gene_subsets.name, new)
+    for k in stale:
+        context.instance.delete_dynamic_partition(gene_subsets.name, k)
+    context.log.info(f"plan: {len(keys)} subset(s); {len(new)} new partition(s), {len(stale)} stale removed")
+    capacity = apply_training_capacity(context.instance, plan)
+    context.log.info(f"concurrency pool {INSTANCE_TRAINING_POOL}: {capacity.reason}")
+    rows = [{"partition": s["key"], "genes": s["n_genes"], "rows": s["n_rows"],
+             "matrix_MB": round(s["estimated_matrix_bytes"] / 2**20, 1),
+             "peak_MB": round(s["estimated_peak_bytes"] / 2**20, 1)} for s in plan["subsets"]]
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(artifacts.paths(cfg)["plan"])),
+        "strategy": plan["strategy"], "instances": len(keys), "genes": plan["n_genes"],
+        "training_genes": plan["n_training_genes"], "holdout_genes": len(plan["holdout_genes"]),
+        "genes_per_instance": plan["genes_per_instance"], "instance_overlap": plan["instance_overlap"],
+        "coverage": dg.MetadataValue.float(plan["coverage"]),
+        "memory_budget_GB": dg.MetadataValue.float(round(plan["memory_budget_bytes"] / 2**30, 2)),
+        "sizing_note": plan["sizing_note"] or "none",
+        "new_partitions": dg.MetadataValue.json(new), "removed_partitions": dg.MetadataValue.json(stale),
+        "plan": md_table(rows, ["partition", "genes", "rows", "matrix_MB", "peak_MB"]),
+        FINGERPRINT_METADATA: plan_fingerprint(cfg),
+        "parallel_instances": capacity.parallel_instances,
+        "xgboost_threads_per_instance": capacity.threads_per_instance,
+        "capacity": f"pool {INSTANCE_TRAINING_POOL}: {capacity.reason}",
+    })
+
+
+PLAN_ASSETS = (gene_inventory, feature_screening, training_plan)
+
+
+def plan_fingerprint(cfg: PlatformConfig) -> str:
+    """Fingerprint of the plan's inputs: dataset files, settings and the plan assets' code versions."""
+    code = {a.key.to_user_string(): a.code_versions_by_key[a.key] for a in PLAN_ASSETS}
+    return plan_inputs_fingerprint(cfg.dataset_path, {"config": cfg.to_dict(), "code_versions": code})
+
+
+def materialized_plan_fingerprint(instance: dg.DagsterInstance) -> str | None:
+    """The fingerprint recorded by the latest training_plan materialization (None: never)."""
+    ev = instance.get_latest_materialization_event(training_plan.key)
+    mat = ev.asset_materialization if ev else None
+    value = mat.metadata.get(FINGERPRINT_METADATA) if mat else None
+    return getattr(value, "value", value)

@@ -1,0 +1,1 @@
+from ensemble_assets.defs.training import assets  # noqa: F401

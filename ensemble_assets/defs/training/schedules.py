@@ -1,0 +1,58 @@
+"""Scheduled retraining (weekly by default; ``ENSEMBLE_ASSETS_RETRAIN_CRON`` changes the cron).
+
+Each tick either recomputes the plan or trains what the current plan lacks, never both at once
+(a partition run must not read a plan that is being rewritten):
+
+- the plan's inputs changed since the last ``training_plan`` materialization (dataset files,
+  settings, plan code versions — see ``core.freshness``) → one run of inventory, screening and
+  plan; ``plan_partitions_sensor`` then trains the new plan's missing partitions;
+- otherwise → one run per partition that is missing, failed or stale; partitions with an
+  unchanged gene subset, settings and code are not retrained. Consolidation and everything
+  downstream follow by automation (``automation.py``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from ensemble_assets.defs.jobs import retraining_job
+from ensemble_assets.defs.planning.assets import PLAN_ASSETS, materialized_plan_fingerprint, plan_fingerprint
+from ensemble_assets.defs.resources import EnsembleResource
+from ensemble_assets.defs.training.retraining import (
+    REASON_TAG,
+    TRIGGER_TAG,
+    partition_run_requests,
+    partitions_needing_training,
+)
+
+RETRAIN_CRON_ENV = "ENSEMBLE_ASSETS_RETRAIN_CRON"
+DEFAULT_RETRAIN_CRON = "0 3 * * 1"   # Mondays 03:00
+
+
+@dg.schedule(
+    name="weekly_retraining", job=retraining_job,
+    cron_schedule=os.environ.get(RETRAIN_CRON_ENV, DEFAULT_RETRAIN_CRON), execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Recompute the plan when its inputs changed; otherwise train only the instance_model "
+                "partitions that are missing, failed or stale. Consolidation follows automatically.",
+)
+def weekly_retraining(context: dg.ScheduleEvaluationContext, ensemble: EnsembleResource):
+    tick = context.scheduled_execution_time.isoformat()
+    current = plan_fingerprint(ensemble.config())
+    recorded = materialized_plan_fingerprint(context.instance)
+    if current != recorded:
+        why = "no plan yet" if recorded is None else "plan inputs changed"
+        context.log.info(f"{why} (fingerprint {recorded} → {current}): recomputing inventory, screening, plan")
+        return dg.RunRequest(run_key=f"plan:{tick}", asset_selection=[a.key for a in PLAN_ASSETS],
+                             tags={REASON_TAG: why, TRIGGER_TAG: "weekly_retraining"})
+    todo = partitions_needing_training(context.instance)
+    if not todo:
+        return dg.SkipReason("the plan is current and every instance_model partition is materialized "
+                             "with its current gene subset, settings and code: nothing to retrain")
+    context.log.info("training " + ", ".join(f"{k} ({r})" for k, r in todo))
+    return partition_run_requests(todo, f"train:{tick}", "weekly_retraining", asset_selection=True)
+
+
+all_schedules = [weekly_retraining]
