@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
 from ensemble_assets.core.data.contract import open_dataset
 from ensemble_assets.core.evaluation import reports
 from ensemble_assets.core.evaluation.holdout import predict_rows

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
 from ensemble_assets.core.model.ensemble import load_model
 from ensemble_assets.definitions import defs
 from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory

@@ -1,3 +1,5 @@
+from ensemble_assets.core.planning.plan import subset_for_key
+
 """Every instance kind trains and is explained through the asset graph; the kind is part of the
 partition key."""
 
@@ -8,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
 from ensemble_assets.core.model.ensemble import load_model
 from ensemble_assets.core.stages import shap_paths
 from ensemble_assets.defs.ensemble.assets import consolidated_model
@@ -82,4 +84,4 @@ def test_changing_the_instance_kind_changes_every_partition_key(tiny_dataset, tm
         plan = artifacts.load_plan(cfg2)
         # the same genes, other keys: only the kind changed
         assert sorted(tuple(s["genes"]) for s in plan["subsets"]) == sorted(
-            tuple(stages.subset_for_key(plan, k)["genes"]) for k in new_keys)
+            tuple(subset_for_key(plan, k)["genes"]) for k in new_keys)

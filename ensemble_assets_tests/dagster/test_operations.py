@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
 from ensemble_assets.core.planning.capacity import machine_cores, threads_for, training_capacity
 from ensemble_assets.definitions import defs
 from ensemble_assets.defs.automation import ALL_PARTITIONS_MATERIALIZED, ensemble_automation_sensor

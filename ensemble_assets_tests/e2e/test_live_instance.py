@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ensemble_assets.backfill import launch_backfill, partition_statuses, wait_for_backfill
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
 from ensemble_assets_tests.conftest import REPO, make_config
 from ensemble_assets_tests.e2e.live import (
     DagsterDev,

@@ -25,7 +25,7 @@ import pytest
 
 from ensemble_assets.core import artifacts, stages
 from ensemble_assets.core.config import PlatformConfig
-from ensemble_assets.core.data.contract import DatasetError, open_dataset
+from ensemble_assets.core.data.contract import open_dataset
 from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.screening import feature_columns, screen_features
 from ensemble_assets.core.data.streaming import iter_subset_batches

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ensemble_assets import cli
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.model.ensemble import load_model
 from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory

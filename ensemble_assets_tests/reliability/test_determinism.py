@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import pyarrow.parquet as pq
 
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
 from ensemble_assets.core.data.contract import open_dataset
 from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.screening import feature_columns, screen_features
