@@ -81,7 +81,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = build_config(args).validate()  # bad settings: refused before anything is read or written
     instance = _instance(cfg)
-    cfg.save()
     print(f"dataset: {cfg.dataset_path}   data root: {cfg.root}")
     ok, errors = materialize(cfg, instance, [gene_inventory, feature_screening, training_plan])
     if not ok:

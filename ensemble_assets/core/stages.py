@@ -89,6 +89,8 @@ def run_plan(cfg: PlatformConfig, log: Log = _quiet) -> dict[str, Any]:
     plan = make_plan(inventory, len(features), cfg.plan, model_signature(features, fill, cfg),
                      min_genes_per_instance=cfg.training.n_folds)
     plan["dataset"] = str(cfg.dataset_path.resolve())
+    # the settings of every later step (artifacts.planned_config); the data root is where the plan is
+    plan["config"] = {k: v for k, v in cfg.to_dict().items() if k != "data_root"}
     # The measured memory budget (psutil's available memory × memory_fraction) changes from one
     # run to the next; it is kept beside the plan, so that the plan file is a function of the
     # dataset, the settings and the seed alone (byte-identical when they are). When the budget

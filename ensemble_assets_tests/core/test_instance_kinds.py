@@ -294,15 +294,16 @@ def test_instance_kind_is_part_of_the_partition_identity(source):
         TrainingSettings(instance_kind="xgboost_softprob", estimator_params={"alpha": 1})
 
 
-def test_config_file_and_cli_carry_the_kind(tmp_path):
+def test_run_config_and_cli_carry_the_kind(tmp_path):
     from ensemble_assets.cli import build_config, parser
+    from ensemble_assets.defs.resources import EnsembleResource
 
     cfg = PlatformConfig(data_root=str(tmp_path), training=replace(
         TrainingSettings(), instance_kind=MLP, estimator_params={"hidden_layer_sizes": [8]}))
-    cfg.save()
-    saved = json.loads((tmp_path / "ensemble_config.json").read_text())
-    assert saved["training"]["estimator_params"] == {"hidden_layer_sizes": [8]}
-    assert PlatformConfig.load(tmp_path).training == cfg.training
+    shown = EnsembleResource.values_of(cfg)   # the run config a Dagster run shows
+    assert shown["training"]["estimator_params"] == {"hidden_layer_sizes": [8]}
+    assert shown["training"]["instance_kind"] == MLP
+    assert EnsembleResource(**json.loads(json.dumps(shown))).config().training == cfg.training
     args = parser().parse_args(["train", "--instance-kind", HGB, "--estimator-params", '{"max_leaf_nodes": 15}',
                                 "--max-sample-rows", "5000"])
     t = build_config(args).training

@@ -19,21 +19,11 @@ from ensemble_assets.defs.planning.assets import training_plan
 from ensemble_assets.defs.training.assets import instance_model
 from ensemble_assets.defs.training.retraining import partitions_to_train
 from ensemble_assets.runs import materialize
-from ensemble_assets_tests.conftest import REPO, make_config
+from ensemble_assets_tests.conftest import REPO, make_config, train_graph
 
 PLAN = [gene_inventory, feature_screening, training_plan]
 
 
-def run_all(cfg, instance):
-    ok, err = materialize(cfg, instance, PLAN)
-    assert ok, err
-    keys = instance.get_dynamic_partitions(gene_subsets.name)
-    for k in keys:
-        ok, err = materialize(cfg, instance, [instance_model], partition_key=k)
-        assert ok, err
-    ok, err = materialize(cfg, instance, [consolidated_model])
-    assert ok, err
-    return keys
 
 
 def test_definitions_load():
@@ -47,7 +37,7 @@ def test_definitions_load():
 def test_full_graph(tiny_dataset, tmp_path, genes_per_instance, expected):
     cfg = make_config(tmp_path, tiny_dataset, genes_per_instance=genes_per_instance)
     with dg.instance_for_test() as instance:
-        keys = run_all(cfg, instance)
+        keys = train_graph(cfg, instance)
         plan = artifacts.load_plan(cfg)
         assert plan["strategy"] == expected
         assert (len(keys) >= 2) if expected == "multi" else (len(keys) == 1)
@@ -64,7 +54,7 @@ def test_full_graph(tiny_dataset, tmp_path, genes_per_instance, expected):
 def test_replanning_unchanged_genes_keeps_partitions_and_changed_genes_replace_them(tiny_dataset, tmp_path):
     cfg = make_config(tmp_path, tiny_dataset, genes_per_instance=16)
     with dg.instance_for_test() as instance:
-        keys = run_all(cfg, instance)
+        keys = train_graph(cfg, instance)
         ok, _ = materialize(cfg, instance, PLAN)
         assert ok
         assert sorted(instance.get_dynamic_partitions(gene_subsets.name)) == sorted(keys)
@@ -129,8 +119,13 @@ def test_cli_train_then_predict_round_trip(tiny_dataset, tmp_path):
     p = np.column_stack([pred.column(f"p_{c}").to_numpy() for c in ("neither", "donor", "acceptor")])
     assert np.allclose(p.sum(axis=1), 1.0)
     assert set(pred.column("predicted_type").to_pylist()) <= {"neither", "donor", "acceptor"}
-    cfg = json.loads((tmp_path / "root" / "ensemble_config.json").read_text())
-    assert cfg["plan"]["genes_per_instance"] == 16
+    # the CLI's settings are recorded by the plan and shown as each run's config in the Dagster UI
+    plan = json.loads((tmp_path / "root" / "artifacts" / "training_plan.json").read_text())
+    assert plan["config"]["plan"]["genes_per_instance"] == 16
+    with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(env["DAGSTER_HOME"])) as instance:
+        runs = instance.get_runs()
+    shown = [r.run_config["resources"]["ensemble"]["config"] for r in runs]
+    assert runs and all(c["plan"]["genes_per_instance"] == 16 and c["dataset"] == str(tiny_dataset.resolve()) for c in shown)
 
 
 def test_cli_train_exits_nonzero_with_the_failing_assets_message(tiny_dataset, tmp_path):

@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -62,11 +64,11 @@ def planned(tiny_dataset, tmp_path):
 
 # -- schedule ----------------------------------------------------------------------------------------
 
-def tick(cfg, instance, when: dt.datetime):
+def tick(cfg, instance, when: dt.datetime, resource: EnsembleResource | None = None):
     # entered, so that the context's resources (and the instance they hold) are released after
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
                                    repository_def=defs.get_repository_def(),
-                                   resources={"ensemble": EnsembleResource(data_root=cfg.data_root)}) as ctx:
+                                   resources={"ensemble": resource or EnsembleResource.for_config(cfg)}) as ctx:
         return weekly_retraining.evaluate_tick(ctx)
 
 
@@ -92,12 +94,21 @@ def test_schedule_recomputes_the_plan_when_its_inputs_change(planned):
     for k in keys:
         mark_materialized(instance, k)
     assert tick(cfg, instance, dt.datetime(2026, 1, 5, 3, tzinfo=dt.timezone.utc)).run_requests == []
-    changed = make_config(cfg.root, cfg.dataset_path, genes_per_instance=16)   # new settings → new plan
-    result = tick(changed, instance, dt.datetime(2026, 1, 12, 3, tzinfo=dt.timezone.utc))
+    # new data arrives (a file with genes the plan has not seen) → a new plan, with the current plan's settings
+    src = sorted((cfg.dataset_path / "master").glob("*.parquet"))[0]
+    table = pq.read_table(src)
+    table = table.set_column(table.schema.get_field_index("gene_id"), "gene_id",
+                             pa.array(["new-" + g for g in table.column("gene_id").to_pylist()]))
+    pq.write_table(table, cfg.dataset_path / "master" / "new_genes.parquet")
+    # a schedule tick with the code's default settings re-plans with the plan's own settings
+    result = tick(cfg, instance, dt.datetime(2026, 1, 12, 3, tzinfo=dt.timezone.utc),
+                  resource=EnsembleResource(data_root=cfg.data_root))
     (request,) = result.run_requests
     assert request.partition_key is None
     assert set(request.asset_selection) == {a.key for a in PLAN}
     dg.validate_run_config(defs.resolve_job_def("retraining_job"), request.run_config)
+    settings = request.run_config["resources"]["ensemble"]["config"]
+    assert settings["plan"]["genes_per_instance"] == 20 and settings["dataset"] == str(cfg.dataset_path)
 
 
 def test_schedule_and_sensors_are_on_by_default():

@@ -32,7 +32,7 @@ def _float(v: Any) -> Any:
                 "the figures are out-of-fold and labelled so. Plots: ROC/PR base vs meta, reliability diagrams.",
 )
 def holdout_metrics(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     s = stages.run_holdout_metrics(cfg, context.log.info)
     rp = reports.report_paths(cfg)
     cons = next(r for r in s["table"] if r["model"] == "consolidated")
@@ -63,7 +63,7 @@ def holdout_metrics(context: dg.AssetExecutionContext, ensemble: EnsembleResourc
                 "trained on it, whether the consolidated model holds one of them; coverage of training genes.",
 )
 def gene_coverage_report(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     s = stages.run_gene_coverage_report(cfg, context.log.info)
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(reports.report_paths(cfg)["coverage"])),
@@ -82,7 +82,7 @@ def gene_coverage_report(context: dg.AssetExecutionContext, ensemble: EnsembleRe
                 "peak memory. Plots: learning curves per instance, instance comparison.",
 )
 def instance_performance(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     s = stages.run_instance_performance(cfg, context.log.info)
     rows = s["rows"]
     meta: dict[str, Any] = {
@@ -104,7 +104,7 @@ def instance_performance(context: dg.AssetExecutionContext, ensemble: EnsembleRe
                 "trained on) and a human-readable training summary (Markdown).",
 )
 def consolidation_summary(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     s = stages.run_consolidation_summary(cfg, context.log.info)
     rp = reports.report_paths(cfg)
     return dg.MaterializeResult(metadata={

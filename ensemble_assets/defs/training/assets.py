@@ -32,7 +32,7 @@ INSTANCE_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=20, backoff=dg.Backo
                 "metrics, learning curves and the final model. The kind is part of the partition key.",
 )
 def instance_model(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     key = context.partition_key
     threads, limit = instance_threads(context.instance, cfg.training.nthread,
                                       sequential=context.run.tags.get(SEQUENTIAL_RUN_TAG) == "true")

@@ -19,7 +19,7 @@ import dagster as dg
 
 from ensemble_assets.defs.jobs import retraining_job
 from ensemble_assets.defs.planning.assets import PLAN_ASSETS, materialized_plan_fingerprint, plan_fingerprint
-from ensemble_assets.defs.resources import EnsembleResource
+from ensemble_assets.defs.resources import EnsembleResource, run_config_for
 from ensemble_assets.defs.training.retraining import (
     REASON_TAG,
     TRIGGER_TAG,
@@ -40,13 +40,14 @@ DEFAULT_RETRAIN_CRON = "0 3 * * 1"   # Mondays 03:00
 )
 def weekly_retraining(context: dg.ScheduleEvaluationContext, ensemble: EnsembleResource):
     tick = context.scheduled_execution_time.isoformat()
-    current = plan_fingerprint(ensemble.config())
+    cfg = ensemble.planned_config()   # retrain with the settings of the current plan
+    current = plan_fingerprint(cfg)
     recorded = materialized_plan_fingerprint(context.instance)
     if current != recorded:
         why = "no plan yet" if recorded is None else "plan inputs changed"
         context.log.info(f"{why} (fingerprint {recorded} → {current}): recomputing inventory, screening, plan")
         return dg.RunRequest(run_key=f"plan:{tick}", asset_selection=[a.key for a in PLAN_ASSETS],
-                             tags={REASON_TAG: why, TRIGGER_TAG: "weekly_retraining"})
+                             run_config=run_config_for(cfg), tags={REASON_TAG: why, TRIGGER_TAG: "weekly_retraining"})
     todo = partitions_needing_training(context.instance)
     if not todo:
         return dg.SkipReason("the plan is current and every instance_model partition is materialized "
