@@ -17,7 +17,7 @@ from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.schema import CLASSES
 from ensemble_assets.core.data.screening import screen_features
 from ensemble_assets.core.evaluation import plots
-from ensemble_assets.core.evaluation.holdout import ensemble_members, evaluate_models, table_to_arrow
+from ensemble_assets.core.evaluation.holdout import ensemble_members, evaluate_models, operating_point, table_to_arrow
 from ensemble_assets.core.evaluation.reports import (
     _consolidated,
     _evaluation_plots,
@@ -134,7 +134,8 @@ def run_consolidation(cfg: PlatformConfig, materialized: Iterable[str] | None = 
     manifest = consolidate({k: cfg.instance_dir(k) for k in present}, paths(cfg)["consolidated"],
                            plan["holdout_genes"],
                            extra={"gene_coverage": coverage, "missing_partitions": missing,
-                                  "plan_strategy": plan["strategy"], "dataset": plan["dataset"]})
+                                  "plan_strategy": plan["strategy"], "dataset": plan["dataset"]},
+                           operating_point=operating_point)
     log(f"consolidated {len(present)} instance(s), gene coverage {coverage:.1%}")
     return manifest
 
