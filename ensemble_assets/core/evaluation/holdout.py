@@ -130,6 +130,12 @@ def ensemble_members(model_dir: str | Path) -> list[dict[str, Any]]:
             for m in members]
 
 
+def trained_genes(model_dir: str | Path) -> set[str]:
+    """The genes a model trained on (every gene in a fold of any member; an instance: its own)."""
+    return set().union(*[set(pq.read_table(Path(m["dir"]) / "folds.parquet", columns=["gene_id"]).column(0).to_pylist())
+                         for m in ensemble_members(model_dir)])
+
+
 def read_oof(instance_dir: str | Path) -> ScoredRows:
     """An instance's out-of-fold predictions (calibrated ones cross-fitted), fold as group."""
     t = pq.read_table(Path(instance_dir) / "oof_predictions.parquet")
@@ -336,8 +342,7 @@ def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_ge
     if holdout_genes:
         if ds is None:
             raise ValueError("a dataset is needed to evaluate holdout genes")
-        trained = {m["partition_key"]: set(pq.read_table(Path(m["dir"]) / "folds.parquet", columns=["gene_id"])
-                                             .column(0).to_pylist()) for m in members}
+        trained = {m["partition_key"]: trained_genes(m["dir"]) for m in members}
         leaks = {k: sorted(v & set(holdout_genes)) for k, v in trained.items() if v & set(holdout_genes)}
         if leaks:
             raise DatasetError("holdout genes were trained on, refusing to report them as holdout: "

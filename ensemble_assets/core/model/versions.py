@@ -8,7 +8,7 @@ Layout of the store root (``cfg.artifacts / "models"``)::
     current.json           the pointer: {"id", "previous", "promoted": [...], ...}; replaced
                            atomically (os.replace), so a reader sees the old or the new pointer
     history.json           every promotion, rollback, refusal and removal: who, why, when
-    .lock                  serialises writers (fcntl lock) across processes
+    store.lock             serialises writers (fcntl lock) across processes
 
 A version id is a content id: the hash of the members' file digests, weights, features, fill
 values, calibrators and training settings, and the model's operating point. Timings and peak
@@ -35,6 +35,7 @@ PREVIOUS = "previous"
 POINTER_FILE = "current.json"
 HISTORY_FILE = "history.json"
 VERSION_FILE = "version.json"
+LOCK_FILE = "store.lock"
 DEFAULT_KEEP = 5
 _ID = re.compile(r"^[0-9a-f]{16}$")
 # the member manifest fields that define what a member predicts (not timings or peak memory)
@@ -167,9 +168,11 @@ class ModelStore:
         """One row per version, newest first: id, created, status, and a summary of its metrics
         (the latest promotion comparison's, on genes neither model trained on, where there was one)."""
         decided: dict[str, dict[str, Any]] = {}
-        for e in self.history():
-            if e.get("version") and e.get("comparison"):
-                decided[e["version"]] = e["comparison"].get("candidate") or {}
+        for e in self.history():   # the latest comparison a version took part in, on either side
+            c = e.get("comparison") or {}
+            for vid, side in ((e.get("version"), "candidate"), (e.get("from"), "current")):
+                if vid and c.get(side):
+                    decided[vid] = c[side]
         rows = []
         for vid in reversed(self.ids()):
             info = self.version_info(vid)
@@ -182,7 +185,7 @@ class ModelStore:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as fh:
+        with open(self.root / LOCK_FILE, "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
