@@ -19,7 +19,7 @@ from ensemble_assets.core.artifacts import planned_config
 from ensemble_assets.core.config import DATA_ROOT_ENV, PlatformConfig, default_data_root
 
 RESOURCE_KEY = "ensemble"
-SETTING_GROUPS = ("screening", "plan", "training", "evaluation")
+SETTING_GROUPS = ("screening", "plan", "training", "evaluation", "promotion")
 
 
 def _config_type(hint: Any) -> Any:
@@ -61,6 +61,7 @@ ScreeningConfig = _settings_config("screening")
 PlanConfig = _settings_config("plan")
 TrainingConfig = _settings_config("training")
 EvaluationConfig = _settings_config("evaluation")
+PromotionConfig = _settings_config("promotion")
 
 
 class EnsembleResource(dg.ConfigurableResource):
@@ -73,6 +74,7 @@ class EnsembleResource(dg.ConfigurableResource):
     plan: PlanConfig = Field(default_factory=PlanConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
     def config(self) -> PlatformConfig:
         """The settings of this run (the plan chain: inventory, screening, plan)."""
