@@ -37,6 +37,9 @@ def _config_type(hint: Any) -> Any:
 
 
 def _config_value(value: Any) -> Any:
+    """A settings value as plain JSON-able config: tuples as lists (pairs as a map), recursively."""
+    if isinstance(value, dict):
+        return {k: _config_value(v) for k, v in value.items()}
     if isinstance(value, tuple):
         if value and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value):
             return {k: _config_value(v) for k, v in value}

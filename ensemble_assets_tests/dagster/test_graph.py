@@ -122,7 +122,7 @@ def test_cli_train_then_predict_round_trip(tiny_dataset, tmp_path):
     # the CLI's settings are recorded by the plan and shown as each run's config in the Dagster UI
     plan = json.loads((tmp_path / "root" / "artifacts" / "training_plan.json").read_text())
     assert plan["config"]["plan"]["genes_per_instance"] == 16
-    with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(env["DAGSTER_HOME"])) as instance:
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         runs = instance.get_runs()
     shown = [r.run_config["resources"]["ensemble"]["config"] for r in runs]
     assert runs and all(c["plan"]["genes_per_instance"] == 16 and c["dataset"] == str(tiny_dataset.resolve()) for c in shown)
