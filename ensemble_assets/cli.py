@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from ensemble_assets.core.artifacts import model_store, planned_config
 from ensemble_assets.core.config import DEMO_GENES_PER_INSTANCE, PlatformConfig, default_data_root
 from ensemble_assets.core.model.versions import store_actor
+from ensemble_assets.core.planning.plan import describe_holdout
+from ensemble_assets.core.training.loop import PROGRESS_LOGGER
 from ensemble_assets.core.training.settings import DEFAULT_INSTANCE_KIND, INSTANCE_KINDS, TrainingSettings
 
 
@@ -36,7 +40,7 @@ def build_config(args: argparse.Namespace) -> PlatformConfig:
     plan = replace(base.plan, genes_per_instance=gpi, instance_overlap=args.instance_overlap,
                    max_instances=args.max_instances, sample_genes=args.sample_genes,
                    train_all_genes=args.train_all_genes, holdout_fraction=args.holdout_fraction,
-                   seed=args.seed)
+                   holdout_chromosomes=tuple(args.holdout_chromosomes or ()), seed=args.seed)
     training = replace(base.training, n_folds=args.n_folds, n_estimators=args.n_estimators,
                        device=args.device, calibration=args.calibration, nthread=args.threads, seed=args.seed)
     training = replace(training, instance_kind=args.instance_kind, max_sample_rows=args.max_sample_rows,
@@ -45,6 +49,25 @@ def build_config(args: argparse.Namespace) -> PlatformConfig:
                         kmer_sizes=tuple(args.kmer_sizes) if args.kmer_sizes else None,
                         gene_context=args.gene_context)
     return replace(base, dataset=dataset, plan=plan, training=training, screening=screening)
+
+
+@contextmanager
+def _printing_progress():
+    """Print the instance's progress lines (``PROGRESS_LOGGER``: rows loaded, each fold and class with
+    its best iteration and validation log loss, the final model), indented, while training."""
+    logger = logging.getLogger(PROGRESS_LOGGER)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("    %(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _json_object(text: str | None, flag: str) -> dict:
@@ -92,15 +115,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan = artifacts.load_plan(cfg)
     keys = [s["key"] for s in plan["subsets"]]
     todo = partitions_to_train(instance, keys, force=args.force_retrain_all, cfg=cfg)
-    print(f"plan: {plan['strategy']}, {len(keys)} instance(s) of ≤{plan['genes_per_instance']} genes, "
-          f"{len(plan['holdout_genes'])} holdout genes")
+    print(f"plan: {plan['strategy']}, {len(keys)} instance(s) of ≤{plan['genes_per_instance']} genes; "
+          f"held out: {describe_holdout(plan)}")
     if not todo:
         print(f"nothing to retrain: all {len(keys)} instance_model partitions are materialized "
               "with unchanged genes, features, settings and code")
     failed = []
     for i, key in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] training instance_model partition {key} ...", flush=True)
-        ok, errors = materialize(cfg, instance, [instance_model], partition_key=key)
+        with _printing_progress():
+            ok, errors = materialize(cfg, instance, [instance_model], partition_key=key)
         if not ok:
             failed.append(key)
             print(f"  FAILED: {'; '.join(errors)}", file=sys.stderr)
@@ -160,8 +184,8 @@ def _evaluate(cfg: PlatformConfig, instance) -> int:
         print("evaluation failed:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
     ev = reports.load_holdout_metrics(cfg)
-    print(f"\n{ev['scope']} evaluation, base vs meta ({ev['genes']} genes, {ev['rows']} rows never trained on by "
-          f"the evaluated model; thresholds chosen out-of-fold):")
+    print(f"\n{ev['scope']} evaluation, base vs meta — held out: {ev.get('holdout', 'genes')} ({ev['genes']} genes, "
+          f"{ev['rows']} rows never trained on by the evaluated model; thresholds chosen out-of-fold):")
     print(reports.format_table(ev["headline"], columns=reports.HEADLINE_COLUMNS))
     print(f"reports: {reports.report_paths(cfg)['dir']}")
     return 0
@@ -299,15 +323,19 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--sample-genes", type=int, default=None, help="train on this many whole genes (seeded)")
     t.add_argument("--train-all-genes", action="store_true", help="no holdout genes")
     t.add_argument("--holdout-fraction", type=float, default=0.1)
+    t.add_argument("--holdout-chromosomes", nargs="+", metavar="CHR",
+                   help="hold out every gene of these chromosomes (names as in the data's 'chrom' column) "
+                        "instead of a random --holdout-fraction of the genes")
     t.add_argument("--force-retrain-all", action="store_true")
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     t.add_argument("--calibration", default="isotonic", choices=["isotonic", "platt", "none"])
     t.add_argument("--threads", type=int, default=0, help="XGBoost threads (0: all cores)")
     t.add_argument("--exclude", nargs="*", help="feature columns to exclude")
-    t.add_argument("--gene-context", action="store_true",
-                   help="add the distances to the gene's nearest other candidate donor / acceptor (score >= 0.1) "
-                        "as features; only for a dataset holding every position scoring >= 0.1, as "
-                        "MetaSpliceAI datasets do (every position >= 0.02)")
+    t.add_argument("--gene-context", action=argparse.BooleanOptionalAction, default=None,
+                   help="the distances to the gene's nearest other candidate donor / acceptor (score >= 0.1) as "
+                        "features: honest only for a dataset holding every position scoring >= 0.1. Default: on "
+                        "when the dataset's dataset.json declares that (row_selection), else off; the reason is "
+                        "in feature_screening's metadata")
     t.add_argument("--kmer-sizes", nargs="*", type=int,
                    help="k-mer sizes to keep as features, e.g. 3 (default: every size in the dataset)")
     t.add_argument("--seed", type=int, default=42)

@@ -13,6 +13,13 @@ import pyarrow.parquet as pq
 from ensemble_assets.core.artifacts import load_features, load_plan, model_store, paths
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.data.contract import ParquetDataset, open_dataset
+from ensemble_assets.core.data.declaration import (
+    GeneContextDecision,
+    check_chromosomes,
+    declaration_path,
+    gene_context_decision,
+    read_declaration,
+)
 from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.schema import CLASSES
 from ensemble_assets.core.data.screening import screen_features
@@ -33,7 +40,13 @@ from ensemble_assets.core.explanation.shap_analysis import compute_ensemble_shap
 from ensemble_assets.core.io import atomic_path, read_json, sha256_text, write_json, write_parquet
 from ensemble_assets.core.model.ensemble import consolidate, load_model
 from ensemble_assets.core.model.promotion import GATE_ACTOR, PromotionDecision, decide
-from ensemble_assets.core.planning.plan import check_instance_memory, make_plan, plan_table, subset_for_key
+from ensemble_assets.core.planning.plan import (
+    check_instance_memory,
+    describe_holdout,
+    make_plan,
+    plan_table,
+    subset_for_key,
+)
 from ensemble_assets.core.training.loop import train_instance
 from ensemble_assets.datasets.demo import write_demo_dataset
 
@@ -60,8 +73,12 @@ def ensure_dataset(cfg: PlatformConfig, log: Log = _quiet) -> ParquetDataset:
 
 def run_inventory(cfg: PlatformConfig, log: Log = _quiet) -> tuple[pa.Table, dict[str, Any]]:
     ds = ensure_dataset(cfg, log)
+    declaration = read_declaration(ds.root)  # a bad dataset.json fails here, before any scan
     inventory, profile = build_gene_inventory(ds, threads=cfg.training.nthread or 2)
+    check_chromosomes(declaration, list(profile.get("genes_per_chromosome", {})))
     profile["dataset"] = str(ds.root)
+    profile["declaration"] = declaration.to_dict() if declaration else None
+    log(f"declaration: {declaration.path}" if declaration else f"declaration: none ({declaration_path(ds.root)} absent)")
     p = paths(cfg)
     write_parquet(p["inventory"], inventory)
     write_json(p["profile"], profile)
@@ -71,9 +88,15 @@ def run_inventory(cfg: PlatformConfig, log: Log = _quiet) -> tuple[pa.Table, dic
 def run_screening(cfg: PlatformConfig, log: Log = _quiet) -> pa.Table:
     ds = open_dataset(cfg.dataset_path)
     genes = pq.read_table(paths(cfg)["inventory"], columns=["gene_id"]).column(0).to_pylist()
+    log(gene_context_status(cfg).reason)
     manifest = screen_features(ds, genes, cfg.screening, threads=cfg.training.nthread or 2)
     write_parquet(paths(cfg)["manifest"], manifest)
     return manifest
+
+
+def gene_context_status(cfg: PlatformConfig) -> GeneContextDecision:
+    """Whether screening computes the gene-context features for this dataset and settings, and why."""
+    return gene_context_decision(cfg.screening.gene_context, read_declaration(cfg.dataset_path))
 
 
 def model_signature(features: list[str], fill: dict[str, float], cfg: PlatformConfig) -> str:
@@ -165,9 +188,10 @@ def run_holdout_metrics(cfg: PlatformConfig, log: Log = _quiet) -> dict[str, Any
     model_dir, manifest, plan = _consolidated(cfg)
     rp = report_paths(cfg)
     ds = open_dataset(plan["dataset"]) if plan["holdout_genes"] else None
+    held_out = describe_holdout(plan)
     log(f"evaluating {len(manifest['members'])} instance(s) and the consolidated model on "
-        f"{len(plan['holdout_genes']) or 'no'} holdout genes")
-    ev = evaluate_models(model_dir, ds, plan["holdout_genes"], cfg.evaluation)
+        f"{len(plan['holdout_genes']) or 'no'} holdout genes; held out: {held_out}")
+    ev = evaluate_models(model_dir, ds, plan["holdout_genes"], cfg.evaluation, holdout=held_out)
     write_parquet(rp["metrics"], table_to_arrow(ev.table))
     write_parquet(rp["calibration"], table_to_arrow(ev.calibration))
     write_parquet(rp["bins"], table_to_arrow(ev.bins))
@@ -183,7 +207,7 @@ def run_holdout_metrics(cfg: PlatformConfig, log: Log = _quiet) -> dict[str, Any
             pred.update({f"raw_{c}": rows.raw[:, j] for j, c in enumerate(CLASSES)})
     write_parquet(rp["predictions"], pa.table(pred))
     _evaluation_plots(ev, rp)
-    summary = {"scope": ev.scope, "scope_note": ev.scope_note, "genes": ev.genes, "rows": ev.rows,
+    summary = {"scope": ev.scope, "scope_note": ev.scope_note, "holdout": ev.holdout, "genes": ev.genes, "rows": ev.rows,
                "thresholds": ev.thresholds, "ece_bins": cfg.evaluation.ece_bins,
                "table": ev.table, "headline": headline_rows(ev.table),
                "files": {k: str(rp[k]) for k in ("metrics", "calibration", "bins", "predictions")},
@@ -234,7 +258,7 @@ def run_instance_performance(cfg: PlatformConfig, log: Log = _quiet) -> dict[str
                "weight": m["weight"], **{f"trees_{c}": mf["n_estimators"][c] for c in CLASSES},
                **{f"oof_{k}": o.get(k) for k in ("macro_f1", "macro_ap", "splice_f1", "splice_ap", "topk_splice",
                                                   "base_splice_f1", "delta_fp", "delta_fn")},
-               "eval_scope": ev["scope"], "eval_genes": ev["genes"],
+               "eval_scope": ev["scope"], "eval_holdout": ev.get("holdout"), "eval_genes": ev["genes"],
                **{f"eval_{k}": h.get(k) for k in ("macro_f1", "macro_ap", "splice_f1", "splice_ap", "splice_threshold",
                                                    "splice_fp", "splice_fn", "errors_vs_base", "topk_splice")},
                "eval_max_ece": max((h.get(f"ece_uniform_{c}") or 0.0) for c in CLASSES) if h else None,
@@ -258,9 +282,11 @@ def run_instance_performance(cfg: PlatformConfig, log: Log = _quiet) -> dict[str
     if curves:
         plots.learning_curves(curves, rp["plot_learning_curves"])
     plots.instance_comparison(compare, rp["plot_instances"],
-                              f"instances vs consolidated vs base — evaluation: {ev['scope']} ({ev['genes']} genes); "
+                              f"instances vs consolidated vs base — evaluation: {ev['scope']} ({ev['genes']} genes; "
+                              f"held out: {ev.get('holdout', 'genes')}); "
                               "out-of-fold: each instance's own genes")
     return {"rows": rows, "comparison": compare, "scope": ev["scope"], "scope_note": ev["scope_note"],
+            "holdout": ev.get("holdout"),
             "plots": {k: str(rp[k]) for k in ("plot_learning_curves", "plot_instances") if rp[k].is_file()}}
 
 
@@ -283,7 +309,9 @@ def run_consolidation_summary(cfg: PlatformConfig, log: Log = _quiet) -> dict[st
                                        "eval_splice_f1", "train_seconds", "peak_rss_mb")} for r in perf],
         "features_union": manifest["n_features_union"], "gene_coverage": cov,
         "missing_partitions": manifest.get("missing_partitions", []),
-        "evaluation": {"scope": ev["scope"], "scope_note": ev["scope_note"], "genes": ev["genes"], "rows": ev["rows"],
+        "holdout": describe_holdout(plan),
+        "evaluation": {"scope": ev["scope"], "scope_note": ev["scope_note"], "holdout": ev.get("holdout"),
+                       "genes": ev["genes"], "rows": ev["rows"],
                        "thresholds": ev["thresholds"], "headline": ev["headline"]},
         "consolidated_vs_base": {
             "splice_f1": cons.get("splice_f1"), "splice_ap": cons.get("splice_ap"),

@@ -154,12 +154,14 @@ def test_identifiers_never_enter_the_feature_matrix(trained, source, kind):
             n_in = int(z["n_features"]) if "n_features" in z.files else z["coef_0"].shape[0]
         assert n_in == len(features)
     # identifier values do not change a single prediction (``position`` is not scrambled: it is
-    # an identifier as a column, but the gene-position features are computed from it)
+    # an identifier as a column, but the gene-position features are computed from it; gene ids are
+    # renamed, not scrambled: the gene-context features read which rows belong to one gene)
     assert "gene_offset_5p" in features
     table = pq.read_table(ds.files[0])
     rng = np.random.default_rng(0)
-    scrambled = table
-    for col in ("gene_id", "transcript_id", "absolute_position", "window_start", "chrom"):
+    scrambled = table.set_column(table.schema.get_field_index("gene_id"), "gene_id",
+                                 pa.array([f"renamed-{g}" for g in table.column("gene_id").to_pylist()]))
+    for col in ("transcript_id", "absolute_position", "window_start", "chrom", "gene_start", "gene_end", "tx_start"):
         if col in table.schema.names:
             i = table.schema.get_field_index(col)
             scrambled = scrambled.set_column(i, col, table.column(col).take(rng.permutation(table.num_rows)))

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ensemble_assets.core.planning.plan import PlanError, PlanSettings, make_plan, subset_key
+from ensemble_assets.core.planning.plan import PlanError, PlanSettings, describe_holdout, make_plan, subset_key
 
 
 def inventory(n_genes: int, seed: int = 0) -> pa.Table:
@@ -82,3 +82,48 @@ def test_bad_settings_are_rejected_with_the_number(kw, msg):
     kw = {"memory_budget_bytes": 8 * 2**30, **kw}
     with pytest.raises(PlanError, match=msg):
         make_plan(inventory(100), 100, PlanSettings(**kw))
+
+
+def with_chromosomes(inv: pa.Table, n_chrom: int = 4) -> pa.Table:
+    chrom = [f"chr{i % n_chrom + 1}" for i in range(inv.num_rows)]
+    return inv.append_column("chrom", pa.array(chrom)).append_column("n_chroms", pa.array([1] * inv.num_rows))
+
+
+def test_holdout_chromosomes_hold_out_exactly_their_genes_and_train_on_the_others():
+    inv = with_chromosomes(inventory(400))
+    chrom_of = dict(zip(inv.column("gene_id").to_pylist(), inv.column("chrom").to_pylist()))
+    plan = make_plan(inv, 100, PlanSettings(genes_per_instance=60, holdout_chromosomes=("chr2", "chr4"), **BIG))
+    assert plan["holdout_genes"] == sorted(g for g, c in chrom_of.items() if c in ("chr2", "chr4"))
+    trained = set().union(*[set(s["genes"]) for s in plan["subsets"]])
+    assert trained == {g for g, c in chrom_of.items() if c in ("chr1", "chr3")}   # every other gene, no holdout gene
+    assert plan["holdout"]["by"] == "chromosomes" and plan["holdout"]["chromosomes"] == ["chr2", "chr4"]
+    assert describe_holdout(plan) == "chromosomes chr2, chr4 (200 genes: every gene on them)"
+    # the fraction is replaced, not added
+    assert make_plan(inv, 100, PlanSettings(genes_per_instance=60, holdout_chromosomes=("chr2",), holdout_fraction=0.5,
+                                            **BIG))["holdout_genes"] == sorted(g for g, c in chrom_of.items() if c == "chr2")
+    random = make_plan(inv, 100, PlanSettings(genes_per_instance=60, **BIG))
+    assert random["holdout"]["by"] == "genes" and describe_holdout(random).startswith("40 random genes")
+
+
+@pytest.mark.parametrize("settings, inv, msg", [
+    (dict(holdout_chromosomes=("chr9", "chrX", "chr1")), with_chromosomes(inventory(100)),
+     r"unknown chromosome\(s\) chr9, chrX; the dataset's chromosomes are chr1, chr2, chr3, chr4"),
+    (dict(holdout_chromosomes=("chr1",)), inventory(100), "no 'chrom' column"),
+    (dict(holdout_chromosomes=("chr1",), train_all_genes=True), with_chromosomes(inventory(100)), "contradict"),
+    (dict(holdout_chromosomes=("chr1", "chr1")), with_chromosomes(inventory(100)), "twice"),
+    (dict(holdout_chromosomes=("chr1",)), with_chromosomes(inventory(100), n_chrom=1), "leaves 0 training gene"),
+])
+def test_bad_chromosome_holdouts_are_refused_naming_what_is_wrong(settings, inv, msg):
+    with pytest.raises(PlanError, match=msg):
+        make_plan(inv, 100, PlanSettings(genes_per_instance=30, **settings, **BIG))
+
+
+def test_a_chromosome_holdout_refuses_genes_without_or_with_several_chromosomes():
+    inv = with_chromosomes(inventory(100))
+    split = inv.set_column(inv.schema.get_field_index("n_chroms"), "n_chroms", pa.array([2] + [1] * 99))
+    with pytest.raises(PlanError, match="several chromosomes, e.g. G00000"):
+        make_plan(split, 100, PlanSettings(genes_per_instance=30, holdout_chromosomes=("chr2",), **BIG))
+    nameless = inv.set_column(inv.schema.get_field_index("chrom"), "chrom",
+                              pa.array([None] + inv.column("chrom").to_pylist()[1:], pa.string()))
+    with pytest.raises(PlanError, match="1 gene.*no 'chrom' value, e.g. G00000"):
+        make_plan(nameless, 100, PlanSettings(genes_per_instance=30, holdout_chromosomes=("chr2",), **BIG))

@@ -1,5 +1,6 @@
-"""Feature screening: label-derived columns never become features; gene-position features are
-computed from position and gene_length on the one row path, for training and for model input."""
+"""Feature screening: label-derived columns and absolute coordinates never become features;
+gene-position features are computed from position and gene_length on the one row path, for
+training and for model input."""
 
 import numpy as np
 import pyarrow as pa
@@ -8,8 +9,14 @@ import pytest
 
 from ensemble_assets.core.data.contract import open_dataset
 from ensemble_assets.core.data.inventory import build_gene_inventory
-from ensemble_assets.core.data.schema import GENE_CONTEXT_FEATURES, GENE_POSITION_FEATURES, LABEL_CHOSEN_TRACK_COLUMNS
-from ensemble_assets.core.data.screening import ScreeningSettings, feature_columns, screen_features
+from ensemble_assets.core.data.schema import (
+    GENE_CONTEXT_FEATURES,
+    GENE_POSITION_FEATURES,
+    LABEL_CHOSEN_TRACK_COLUMNS,
+    LEAKAGE_COLUMNS,
+    is_coordinate,
+)
+from ensemble_assets.core.data.screening import COORDINATE_REASON, ScreeningSettings, feature_columns, screen_features
 from ensemble_assets.core.data.streaming import iter_subset_batches
 from ensemble_assets.core.model.ensemble import ModelError, align_features
 from ensemble_assets.core.training.loop import refuse_identifier_features
@@ -134,3 +141,27 @@ def test_gene_context_depends_only_on_candidate_rows(tiny_dataset):
     # dropping candidate rows does change their neighbours' features (the test can fail)
     sparse = keep & (~is_candidate | (np.arange(t.num_rows) % 2 == 0))
     assert not np.array_equal(align_features(t.filter(pa.array(sparse)), features, fill), full[sparse])
+
+
+def test_no_coordinate_column_is_ever_a_feature(tiny_dataset, tmp_path):
+    """Absolute genomic coordinates are excluded with their reason, even with the structural and
+    chromosome columns re-included, and even under a name screening has never seen (window_*);
+    training refuses them too."""
+    ds = open_dataset(tiny_dataset)
+    t = pa.concat_tables(pq.read_table(f) for f in ds.files)
+    pq.write_table(t.append_column("window_centre", t.column("absolute_position")), tmp_path / "a.parquet")
+    ds = open_dataset(tmp_path)
+    genes = build_gene_inventory(ds, threads=1)[0].column("gene_id").to_pylist()
+    present = [c for c in ds.columns if is_coordinate(c)]
+    assert {"gene_start", "gene_end", "tx_start", "tx_end", "absolute_position", "window_start", "window_end",
+            "window_centre"} <= set(present)
+    for settings in (ScreeningSettings(), ScreeningSettings(include_structural=True, include_chrom=True)):
+        m = {r["column"]: r for r in screen_features(ds, genes, settings, threads=1).to_pylist()}
+        for c in present:
+            assert not m[c]["is_feature"], (c, settings)
+            if c not in LEAKAGE_COLUMNS:  # true_position / predicted_position: label leakage first
+                assert m[c]["reason"] == COORDINATE_REASON and "meaningless across genomes" in m[c]["reason"]
+        assert m["gene_length"]["is_feature"]  # a length is not a coordinate
+    for c in present:
+        with pytest.raises(ValueError, match=f"coordinate.*{c}"):
+            refuse_identifier_features(["donor_score", c])

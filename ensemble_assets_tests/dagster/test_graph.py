@@ -106,7 +106,14 @@ def test_cli_train_then_predict_round_trip(tiny_dataset, tmp_path):
     r = subprocess.run(cli + args, capture_output=True, text=True, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "out-of-fold" in r.stdout and "trained" in r.stdout
-    assert "holdout evaluation, base vs meta" in r.stdout and "consolidated" in r.stdout  # evaluation step
+    assert "holdout evaluation, base vs meta — held out: " in r.stdout and "consolidated" in r.stdout  # evaluation
+    # each instance's progress, printed under its line (not Dagster's events, not on stderr)
+    first = r.stdout.split("[1/")[1].split("\n[2/")[0]
+    for line in ("    xgboost_ovr: loaded ", "    fold 1/3: learning from ", "    fold 3/3 acceptor: best round ",
+                 "    final model on all "):
+        assert line in first, first
+    assert "fold 1/3" not in r.stderr and "dagster - INFO" not in r.stdout
+    assert first.count("\n") <= 20
     r2 = subprocess.run(cli + args, capture_output=True, text=True, env=env, cwd=REPO)
     assert r2.returncode == 0 and "nothing to retrain" in r2.stdout and "trained 0 instance(s)" in r2.stdout
     src = next((tiny_dataset / "master").glob("*.parquet"))

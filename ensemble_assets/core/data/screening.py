@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from ensemble_assets.core.data.contract import DatasetError, ParquetDataset, label_codes
+from ensemble_assets.core.data.declaration import gene_context_decision, read_declaration
 from ensemble_assets.core.data.features import source_columns, to_feature_matrix
 from ensemble_assets.core.data.inventory import LABEL_SQL, _source, connect, internal_name
 from ensemble_assets.core.data.read_errors import read_errors
@@ -26,9 +27,13 @@ from ensemble_assets.core.data.schema import (
     NON_FEATURE_BY_DEFAULT,
     STRUCTURAL_LEAKAGE_COLUMNS,
     feature_family,
+    is_coordinate,
     is_kmer,
 )
 from ensemble_assets.core.data.sql import _quote
+
+
+COORDINATE_REASON = "coordinate: an absolute genomic position, meaningless across genomes and assemblies"
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,9 @@ class ScreeningSettings:
     include_chrom: bool = False
     gene_position: bool = True            # compute GENE_POSITION_FEATURES from position and gene_length
     # compute GENE_CONTEXT_FEATURES: only for a dataset that holds every position of a gene whose
-    # donor or acceptor score reaches CANDIDATE_MIN_SCORE (else their rows are a label-driven sample)
-    gene_context: bool = False
+    # donor or acceptor score reaches CANDIDATE_MIN_SCORE (else their rows are a label-driven sample).
+    # None: follow the dataset's declaration (dataset.json); True / False: explicit
+    gene_context: bool | None = None
     kmer_sizes: tuple[int, ...] | None = None   # None: all k-mer sizes present
 
 
@@ -55,6 +61,7 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
     """Return the manifest table: column, dtype, family, is_feature, reason, stats, fill_value."""
     rows: list[dict] = []
     candidates: list[str] = []
+    context = gene_context_decision(settings.gene_context, read_declaration(ds.root))
     for name, typ in zip(ds.schema.names, ds.schema.types):
         fam = feature_family(name)
         reason = ""
@@ -67,6 +74,8 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
                       "donor_*/acceptor_* hold both tracks)")
         elif name in NON_FEATURE_BY_DEFAULT and not settings.include_chrom:
             reason = "chromosome (leaks across instances; not a feature by default)"
+        elif is_coordinate(name):
+            reason = COORDINATE_REASON
         elif name in ID_COLUMNS:
             reason = "metadata / identifier"
         elif name in STRUCTURAL_LEAKAGE_COLUMNS and not settings.include_structural:
@@ -81,7 +90,7 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
         if not reason:
             candidates.append(name)
     for on, computed, sources in ((settings.gene_position, GENE_POSITION_FEATURES, GENE_POSITION_SOURCES),
-                                  (settings.gene_context, GENE_CONTEXT_FEATURES, GENE_CONTEXT_SOURCES)):
+                                  (context.on, GENE_CONTEXT_FEATURES, GENE_CONTEXT_SOURCES)):
         if on and all(c in ds.columns and (c == GENE_COLUMN or _numeric(ds.schema.field(c).type)) for c in sources):
             rows += [{"column": name, "dtype": "double", "family": feature_family(name), "reason": ""}
                      for name in computed if name not in ds.columns]
@@ -101,6 +110,9 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
                                "on a gene sample (near-separates the classes)")
         r["is_feature"] = not r["reason"]
         r["fill_value"] = 0.0 if is_kmer(r["column"]) else float(r["mean"]) if r.get("mean") is not None else 0.0
+    if not context.on:  # the gene-context features, not computed, with the reason
+        rows += [{"column": name, "dtype": "double", "family": feature_family(name), "is_feature": False,
+                  "reason": context.reason} for name in GENE_CONTEXT_FEATURES if name not in ds.columns]
     if not any(r["is_feature"] for r in rows):
         raise DatasetError(f"dataset {ds.root}: no usable feature column after screening")
     return pa.Table.from_pylist(rows, schema=pa.schema([

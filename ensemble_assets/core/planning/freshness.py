@@ -12,10 +12,12 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from ensemble_assets.core.data.declaration import declaration_path
+
 
 def plan_inputs_fingerprint(dataset: str | Path, settings: Mapping[str, Any]) -> str:
-    """A cheap fingerprint of what the plan is computed from: every Parquet file of the dataset
-    (name, size, modification time) and the platform settings. Equal fingerprints mean that
+    """A cheap fingerprint of what the plan is computed from: every Parquet file of the dataset and
+    its declaration (name, size, modification time) and the platform settings. Equal fingerprints mean that
     recomputing inventory, screening and plan would give the same plan (on a machine whose memory
     still fits the planned instances)."""
 
@@ -26,7 +28,8 @@ def plan_inputs_fingerprint(dataset: str | Path, settings: Mapping[str, Any]) ->
         return h.hexdigest()[:16]
     base = root / "master" if (root / "master").is_dir() else root
     files = [base] if base.is_file() else sorted(p for p in base.glob("*.parquet") if not p.name.startswith("."))
-    for f in files:
+    declaration = declaration_path(root)  # its row selection decides the gene-context default
+    for f in files + ([declaration] if declaration.is_file() else []):
         st = f.stat()
         h.update(f"\0{f.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]

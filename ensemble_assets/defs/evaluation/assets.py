@@ -23,9 +23,9 @@ def _float(v: Any) -> Any:
 
 
 @dg.asset(
-    group_name=GROUP, kinds={"xgboost", "parquet"}, owners=OWNERS, code_version="1", deps=[consolidated_model],
+    group_name=GROUP, kinds={"xgboost", "parquet"}, owners=OWNERS, code_version="2", deps=[consolidated_model],
     description="Base model, every instance and the consolidated model side by side on the plan's holdout genes "
-                "(no instance trained on them): 3-class macro F1, per-class F1 and AP, macro AP, gene-level top-k, "
+                "(no instance trained on them; `holdout` names what was held out: chromosomes or genes): 3-class macro F1, per-class F1 and AP, macro AP, gene-level top-k, "
                 "splice vs not-splice F1/FP/FN/ΔFP/ΔFN/ROC-AUC/AP, and per-class calibration (ECE uniform and "
                 "quantile bins, Brier, log loss; raw vs calibrated). Splice thresholds are chosen on out-of-fold "
                 "predictions, never on the rows they are reported on. Without holdout genes (train_all_genes) "
@@ -37,7 +37,8 @@ def holdout_metrics(context: dg.AssetExecutionContext, ensemble: EnsembleResourc
     rp = reports.report_paths(cfg)
     cons = next(r for r in s["table"] if r["model"] == "consolidated")
     return dg.MaterializeResult(metadata={
-        "scope": s["scope"], "scope_note": s["scope_note"], "genes": s["genes"], "rows": s["rows"],
+        "scope": s["scope"], "scope_note": s["scope_note"], "holdout": s["holdout"], "genes": s["genes"],
+        "rows": s["rows"],
         "path": dg.MetadataValue.path(str(rp["metrics"])),
         "calibration_table": dg.MetadataValue.path(str(rp["calibration"])),
         "predictions": dg.MetadataValue.path(str(rp["predictions"])),
@@ -87,7 +88,7 @@ def instance_performance(context: dg.AssetExecutionContext, ensemble: EnsembleRe
     rows = s["rows"]
     meta: dict[str, Any] = {
         "path": dg.MetadataValue.path(str(reports.report_paths(cfg)["performance"])),
-        "dagster/row_count": len(rows), "eval_scope": s["scope"],
+        "dagster/row_count": len(rows), "eval_scope": s["scope"], "eval_holdout": s["holdout"] or "n/a",
         "instances": md_table(rows, ["partition_key", "genes", "rows", "weight", "oof_splice_f1", "eval_splice_f1",
                                      "eval_splice_ap", "eval_max_ece", "train_seconds", "peak_rss_mb"]),
     }
@@ -111,7 +112,7 @@ def consolidation_summary(context: dg.AssetExecutionContext, ensemble: EnsembleR
         "path": dg.MetadataValue.path(str(rp["summary"])),
         "markdown_path": dg.MetadataValue.path(str(rp["summary_md"])),
         "instances": s["instances"], "gene_coverage": dg.MetadataValue.float(s["gene_coverage"]["coverage"]),
-        "eval_scope": s["evaluation"]["scope"],
+        "eval_scope": s["evaluation"]["scope"], "holdout": s["holdout"],
         "training_summary": dg.MetadataValue.md(s["markdown"]),
     })
 

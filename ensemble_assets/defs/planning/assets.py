@@ -6,6 +6,7 @@ import dagster as dg
 from ensemble_assets.core import artifacts, stages
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.planning.freshness import plan_inputs_fingerprint
+from ensemble_assets.core.planning.plan import describe_holdout
 from ensemble_assets.defs.concurrency import INSTANCE_TRAINING_POOL, apply_training_capacity
 from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
 from ensemble_assets.defs.metadata import OWNERS, md_table
@@ -16,9 +17,10 @@ FINGERPRINT_METADATA = "inputs_fingerprint"
 
 
 @dg.asset(
-    group_name="plan", kinds={"python", "json"}, owners=OWNERS, code_version="1", deps=[feature_screening],
+    group_name="plan", kinds={"python", "json"}, owners=OWNERS, code_version="2", deps=[feature_screening],
     description="Strategy (single model or overlapping gene subsets sized from available memory), the "
-                "global holdout genes no instance trains on, and one content-addressed dynamic partition "
+                "global holdout genes no instance trains on (random genes, or every gene of the "
+                "holdout_chromosomes), and one content-addressed dynamic partition "
                 "of instance_model per subset. Unchanged subsets keep their keys (and checkpoints); "
                 "stale keys are removed.",
 )
@@ -43,6 +45,8 @@ def training_plan(context: dg.AssetExecutionContext, ensemble: EnsembleResource)
         "path": dg.MetadataValue.path(str(artifacts.paths(cfg)["plan"])),
         "strategy": plan["strategy"], "instances": len(keys), "genes": plan["n_genes"],
         "training_genes": plan["n_training_genes"], "holdout_genes": len(plan["holdout_genes"]),
+        "holdout": describe_holdout(plan), "holdout_by": plan["holdout"]["by"],
+        "holdout_chromosomes": dg.MetadataValue.json(plan["holdout"]["chromosomes"]),
         "genes_per_instance": plan["genes_per_instance"], "instance_overlap": plan["instance_overlap"],
         "coverage": dg.MetadataValue.float(plan["coverage"]),
         "memory_budget_GB": dg.MetadataValue.float(round(plan["memory_budget_bytes"] / 2**30, 2)),
