@@ -1,4 +1,4 @@
-"""Command line: ``ensemble-assets demo-data | train | predict | backfill``."""
+"""Command line: ``ensemble-assets demo-data | train | predict | models | backfill``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from ensemble_assets.core.artifacts import model_store
 from ensemble_assets.core.config import DEMO_GENES_PER_INSTANCE, PlatformConfig, default_data_root
+from ensemble_assets.core.model.versions import store_actor
 from ensemble_assets.core.training.settings import DEFAULT_INSTANCE_KIND, INSTANCE_KINDS, TrainingSettings
 
 
@@ -74,6 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ensemble_assets.core import artifacts
     from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
     from ensemble_assets.defs.ensemble.assets import consolidated_model
+    from ensemble_assets.defs.models.assets import model_promotion
     from ensemble_assets.defs.planning.assets import training_plan
     from ensemble_assets.defs.training.assets import instance_model
     from ensemble_assets.defs.training.retraining import partitions_to_train
@@ -120,6 +123,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not ok:
         print("consolidation failed:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
+    ok, errors = materialize(cfg, instance, [model_promotion])
+    if not ok:
+        print("model promotion failed (the consolidated model is stored as a candidate version):\n  "
+              + "\n  ".join(errors), file=sys.stderr)
+        return 1
+    store = model_store(cfg)
+    last = next((e for e in reversed(store.history()) if e["action"] in ("promote", "refuse")), None)
+    print(f"current model version: {store.current_id()}"
+          + (f" (last decision on {last['version']}: {last['action']}: {last['reason']})" if last else ""))
     if not args.skip_shap:  # SHAP of every instance, then of the ensemble (reused while unchanged)
         from ensemble_assets.core.io import read_json
         from ensemble_assets.core.stages import shap_paths
@@ -164,17 +176,63 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ensemble_assets.core.io import write_parquet
     from ensemble_assets.core.model.ensemble import load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model, store=model_store(PlatformConfig.load(args.data_root)))
     table = pq.read_table(args.input)
-    proba = model.predict_proba(table)
     out = {c: table.column(c) for c in ("gene_id", "position") if c in table.schema.names}
+    if model.operating_point:   # the calls at the model's stored operating point (SPLICE_RULE)
+        calls = model.predict_calls(table)
+        proba = calls["proba"]
+        out.update({"p_splice": pa.array(calls["p_splice"]), "splice_call": pa.array(calls["splice_call"])})
+        predicted = calls["predicted_type"]
+        rule = f"at splice threshold {model.operating_point['splice_threshold']:.4f} (out-of-fold)"
+    else:
+        proba = model.predict_proba(table)
+        predicted = model.classes_[proba.argmax(axis=1)]
+        rule = "by the largest probability (the model stores no operating point)"
     for j, c in enumerate(model.classes_):
         out[f"p_{c}"] = pa.array(proba[:, j])
-    out["predicted_type"] = pa.array(model.classes_[proba.argmax(axis=1)].tolist())
+    out["predicted_type"] = pa.array(predicted.tolist())
     write_parquet(args.output, pa.table(out))
-    counts = dict(zip(*np.unique(proba.argmax(axis=1), return_counts=True)))
-    print(f"predicted {table.num_rows} rows with {model.total_instances} instance(s) → {args.output} "
-          f"({', '.join(f'{model.classes_[k]}: {v}' for k, v in counts.items())})")
+    labels, counts = np.unique(np.asarray(predicted, dtype=str), return_counts=True)
+    print(f"predicted {table.num_rows} rows with {model.path} ({model.total_instances} instance(s)) {rule} → "
+          f"{args.output} ({', '.join(f'{k}: {v}' for k, v in zip(labels, counts))})")
+    return 0
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``models list | history | promote VERSION | rollback``: the versions under <artifacts>/models."""
+    store = model_store(PlatformConfig.load(args.data_root))
+    if args.models_command == "list":
+        rows = store.versions()
+        if not rows:
+            print(f"no model versions in {store.root}: train (or materialize consolidated_model) first")
+            return 0
+        print(f"model versions in {store.root} (metrics: latest promotion comparison, on genes neither model "
+              "trained on; AP out-of-fold until compared):")
+        print(f"  {'id':<18}{'created':<27}{'status':<11}{'threshold':>10}{'spliceF1':>9}{'spliceAP':>9}"
+              f"{'maxECE':>8}{'oofAP':>8}")
+        for r in rows:
+            m = r["metrics"]
+            print(f"  {r['id']:<18}{r['created'][:26]:<27}{r['status']:<11}{_fmt(m.get('splice_threshold')):>10}"
+                  f"{_fmt(m.get('splice_f1')):>9}{_fmt(m.get('splice_ap')):>9}{_fmt(m.get('max_ece')):>8}"
+                  f"{_fmt(m.get('oof_splice_ap')):>8}")
+        return 0
+    if args.models_command == "history":
+        for e in store.history():
+            print(f"{e['at'][:19]}  {e['action']:<9}{e.get('version') or '-':<18}by {e['actor']}: {e['reason']}")
+        return 0
+    actor = args.actor or store_actor()
+    if args.models_command == "promote":
+        vid = store.resolve(args.version).name
+        store.promote(vid, args.reason, actor, gate="manual promotion (gate not applied)")
+        print(f"current model: {vid} (promoted by {actor}: {args.reason})")
+        return 0
+    vid = store.rollback(actor, args.reason)
+    print(f"current model: {vid} (rolled back by {actor}: {args.reason})")
     return 0
 
 
@@ -257,11 +315,27 @@ def parser() -> argparse.ArgumentParser:
                    help="scikit-learn kinds: row cap of the gene-aware training sample (whole genes, seeded)")
     t.set_defaults(func=cmd_train)
 
-    r = sub.add_parser("predict", help="predict with a model directory")
-    r.add_argument("--model", required=True)
+    r = sub.add_parser("predict", help="predict with a model version or a model directory")
+    r.add_argument("--model", default="current",
+                   help="a version id, 'current' (default), 'previous', or a model directory")
+    r.add_argument("--data-root", help="where the model versions are (default: $ENSEMBLE_ASSETS_DATA, else ./data)")
     r.add_argument("--input", required=True)
     r.add_argument("--output", required=True)
     r.set_defaults(func=cmd_predict)
+
+    m = sub.add_parser("models", help="list, promote or roll back model versions (<data root>/artifacts/models)")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    ml = msub.add_parser("list", help="every version: id, created, status, key metrics")
+    mh = msub.add_parser("history", help="every promotion, rollback, refusal and removal: who, why, when")
+    mp = msub.add_parser("promote", help="make VERSION current by hand (the promotion gate is not applied)")
+    mp.add_argument("version", help="a version id (or a unique prefix), or 'previous'")
+    mr = msub.add_parser("rollback", help="make the previous version current again")
+    for sp in (ml, mh, mp, mr):
+        sp.add_argument("--data-root", help="default: $ENSEMBLE_ASSETS_DATA, else ./data")
+    for sp in (mp, mr):
+        sp.add_argument("--reason", required=True, help="why (recorded in the history)")
+        sp.add_argument("--actor", help="who (recorded in the history; default: $USER, else 'cli')")
+    m.set_defaults(func=cmd_models)
 
     from ensemble_assets.backfill import default_url
 

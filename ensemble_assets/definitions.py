@@ -1,17 +1,17 @@
 """Wiring only: the code location's assets, checks, jobs, schedules, sensors, executor and resources,
-loaded from the stage folders of ``defs/`` (dataset → planning → training → ensemble → evaluation /
-explanation)."""
+loaded from the stage folders of ``defs/`` (dataset → planning → training → ensemble → models /
+evaluation / explanation)."""
 
 import dagster as dg
 
-from ensemble_assets.defs import dataset, ensemble, evaluation, explanation, planning, training
+from ensemble_assets.defs import dataset, ensemble, evaluation, explanation, models, planning, training
 from ensemble_assets.defs.executors import ensemble_executor
 from ensemble_assets.defs.jobs import all_jobs
 from ensemble_assets.defs.resources import EnsembleResource
 from ensemble_assets.defs.training.schedules import all_schedules
 from ensemble_assets.defs.training.sensors import all_sensors
 
-STAGES = (dataset, planning, training, ensemble, evaluation, explanation)
+STAGES = (dataset, planning, training, ensemble, models, evaluation, explanation)
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([s.assets for s in STAGES]),

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.data.screening import feature_columns
 from ensemble_assets.core.io import read_json
+from ensemble_assets.core.model.versions import ModelStore
 
 
 def paths(cfg: PlatformConfig) -> dict[str, Path]:
@@ -18,8 +19,13 @@ def paths(cfg: PlatformConfig) -> dict[str, Path]:
         "inventory": a / "gene_inventory.parquet", "profile": a / "dataset_profile.json",
         "manifest": a / "feature_manifest.parquet", "plan": a / "training_plan.json",
         "plan_table": a / "training_plan.parquet", "consolidated": a / "consolidated_model",
-        "plan_sizing": a / "training_plan_sizing.json",
+        "plan_sizing": a / "training_plan_sizing.json", "models": a / "models",
     }
+
+
+def model_store(cfg: PlatformConfig) -> ModelStore:
+    """The model versions (``<artifacts>/models``) with the configured retention."""
+    return ModelStore(paths(cfg)["models"], keep=cfg.promotion.keep_versions)
 
 
 def load_features(cfg: PlatformConfig) -> tuple[list[str], dict[str, float]]:

@@ -15,6 +15,7 @@ from typing import Any
 from ensemble_assets.core.data.screening import ScreeningSettings
 from ensemble_assets.core.evaluation.holdout import EvaluationSettings
 from ensemble_assets.core.io import read_json, safe_component, write_json
+from ensemble_assets.core.model.promotion import PromotionSettings
 from ensemble_assets.core.planning.plan import PlanSettings
 from ensemble_assets.core.training.settings import TrainingSettings
 
@@ -38,6 +39,7 @@ class PlatformConfig:
     plan: PlanSettings = PlanSettings(genes_per_instance=DEMO_GENES_PER_INSTANCE)
     training: TrainingSettings = TrainingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    promotion: PromotionSettings = PromotionSettings()
 
     @property
     def root(self) -> Path:
@@ -63,6 +65,7 @@ class PlatformConfig:
         anything is read or written."""
         self.plan.validate()
         self.training.validate()
+        self.promotion.validate()
         if not 0 < self.screening.correlation_threshold <= 1:
             raise ValueError(f"correlation_threshold={self.screening.correlation_threshold} is outside (0, 1]")
         if self.screening.sample_genes < 1:
@@ -91,6 +94,7 @@ class PlatformConfig:
             plan=build(PlanSettings, d.get("plan", {})),
             training=build(TrainingSettings, d.get("training", {})),
             evaluation=build(EvaluationSettings, d.get("evaluation", {})),
+            promotion=build(PromotionSettings, d.get("promotion", {})),
         )
 
     def save(self) -> Path:

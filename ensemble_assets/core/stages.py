@@ -10,14 +10,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ensemble_assets.core.artifacts import load_features, load_plan, paths
+from ensemble_assets.core.artifacts import load_features, load_plan, model_store, paths
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.data.contract import ParquetDataset, open_dataset
 from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.schema import CLASSES
 from ensemble_assets.core.data.screening import screen_features
 from ensemble_assets.core.evaluation import plots
-from ensemble_assets.core.evaluation.holdout import ensemble_members, evaluate_models, table_to_arrow
+from ensemble_assets.core.evaluation.holdout import ensemble_members, evaluate_models, operating_point, table_to_arrow
 from ensemble_assets.core.evaluation.reports import (
     _consolidated,
     _evaluation_plots,
@@ -32,6 +32,7 @@ from ensemble_assets.core.explanation.settings import ShapSettings
 from ensemble_assets.core.explanation.shap_analysis import compute_ensemble_shap, explain_instances
 from ensemble_assets.core.io import atomic_path, read_json, sha256_text, write_json, write_parquet
 from ensemble_assets.core.model.ensemble import consolidate, load_model
+from ensemble_assets.core.model.promotion import GATE_ACTOR, PromotionDecision, decide
 from ensemble_assets.core.planning.plan import check_instance_memory, make_plan, plan_table, subset_for_key
 from ensemble_assets.core.training.loop import train_instance
 from ensemble_assets.datasets.demo import write_demo_dataset
@@ -134,9 +135,25 @@ def run_consolidation(cfg: PlatformConfig, materialized: Iterable[str] | None = 
     manifest = consolidate({k: cfg.instance_dir(k) for k in present}, paths(cfg)["consolidated"],
                            plan["holdout_genes"],
                            extra={"gene_coverage": coverage, "missing_partitions": missing,
-                                  "plan_strategy": plan["strategy"], "dataset": plan["dataset"]})
-    log(f"consolidated {len(present)} instance(s), gene coverage {coverage:.1%}")
+                                  "plan_strategy": plan["strategy"], "dataset": plan["dataset"]},
+                           operating_point=operating_point)
+    manifest["version_id"] = model_store(cfg).add(paths(cfg)["consolidated"])
+    log(f"consolidated {len(present)} instance(s), gene coverage {coverage:.1%}; model version "
+        f"{manifest['version_id']} (a candidate until promoted)")
     return manifest
+
+
+def run_model_promotion(cfg: PlatformConfig, actor: str = GATE_ACTOR, log: Log = _quiet) -> PromotionDecision:
+    """Compare the consolidated model (the candidate version) with the current version and
+    promote it or record why not (core/model/promotion.py)."""
+    store = model_store(cfg)
+    if not (paths(cfg)["consolidated"] / "manifest.json").is_file():
+        raise FileNotFoundError(f"no consolidated model at {paths(cfg)['consolidated']}: materialize "
+                                "consolidated_model first")
+    candidate = store.add(paths(cfg)["consolidated"])   # already there after consolidation: same id
+    decision = decide(store, candidate, cfg.promotion, cfg.evaluation.ece_bins, actor)
+    log(f"model version {candidate}: {decision.outcome}: {decision.reason}")
+    return decision
 
 
 

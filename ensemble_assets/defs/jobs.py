@@ -9,8 +9,9 @@ instance_training_job = dg.define_asset_job(
     "instance_training_job", selection=dg.AssetSelection.groups("training"),
     description="Train instance_model partitions (one run per gene subset).")
 consolidation_job = dg.define_asset_job(
-    "consolidation_job", selection=dg.AssetSelection.groups("ensemble"),
-    description="Consolidate every instance of the current plan into one model.")
+    "consolidation_job", selection=dg.AssetSelection.groups("ensemble", "models"),
+    description="Consolidate every instance of the current plan into one model (a new version), then decide "
+                "whether it becomes the current model.")
 
 evaluation_job = dg.define_asset_job(
     "evaluation_job", selection=dg.AssetSelection.groups("evaluation"),

@@ -30,7 +30,7 @@ ARTIFACTS = {
     "feature_screening": ("feature_manifest.parquet",),
     "training_plan": ("training_plan.json", "training_plan.parquet", "training_plan_sizing.json"),
     "instance_model": ("instances/",),
-    "consolidated_model": ("consolidated_model/",),
+    "consolidated_model": ("consolidated_model/", "models/"),
 }
 
 

@@ -27,7 +27,7 @@ from ensemble_assets.core.data.streaming import iter_subset_batches
 from ensemble_assets.core.evaluation.calibration_analysis import calibration_report
 from ensemble_assets.core.evaluation.metrics import binary_splice_metrics, evaluate
 from ensemble_assets.core.io import read_json
-from ensemble_assets.core.model.ensemble import EnsembleModel, load_model
+from ensemble_assets.core.model.ensemble import SPLICE_RULE, EnsembleModel, load_model
 from ensemble_assets.core.training.calibration import calibrate_proba
 
 HOLDOUT = "holdout"
@@ -130,6 +130,12 @@ def ensemble_members(model_dir: str | Path) -> list[dict[str, Any]]:
             for m in members]
 
 
+def trained_genes(model_dir: str | Path) -> set[str]:
+    """The genes a model trained on (every gene in a fold of any member; an instance: its own)."""
+    return set().union(*[set(pq.read_table(Path(m["dir"]) / "folds.parquet", columns=["gene_id"]).column(0).to_pylist())
+                         for m in ensemble_members(model_dir)])
+
+
 def read_oof(instance_dir: str | Path) -> ScoredRows:
     """An instance's out-of-fold predictions (calibrated ones cross-fitted), fold as group."""
     t = pq.read_table(Path(instance_dir) / "oof_predictions.parquet")
@@ -188,6 +194,34 @@ def pool_oof(members: Sequence[tuple[float, ScoredRows]]) -> ScoredRows:
     return ScoredRows(gene_id=genes[first], position=position[first], label=label[first],
                       base=np.concatenate([r.base for _, r in members])[first],
                       proba=avg("proba"), raw=avg("raw") if has_raw else None)
+
+
+def consolidated_oof(model_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, ScoredRows]]:
+    """The members of ``model_dir`` and their out-of-fold rows by partition key, plus
+    ``"consolidated"``: the members' rows pooled with the ensemble weights (``pool_oof``)."""
+    members = ensemble_members(model_dir)
+    oof = {m["partition_key"]: read_oof(m["dir"]) for m in members}
+    oof["consolidated"] = pool_oof([(m["weight"], oof[m["partition_key"]]) for m in members])
+    return members, oof
+
+
+def oof_splice_threshold(rows: ScoredRows) -> float:
+    """The splice threshold a model is evaluated and deployed at: F1-optimal on its out-of-fold rows."""
+    return choose_threshold(rows.y_splice, rows.p_splice)
+
+
+def operating_point(model_dir: str | Path) -> dict[str, Any]:
+    """The consolidated model's operating point: the splice threshold chosen on the pooled
+    out-of-fold rows of its members (the value holdout_metrics applies to the holdout genes)."""
+    _, oof = consolidated_oof(model_dir)
+    pooled = oof["consolidated"]
+    return {"splice_threshold": oof_splice_threshold(pooled),
+            "chosen_on": "out-of-fold predictions of the training genes",
+            "criterion": "maximum splice F1 (donor or acceptor vs neither) over the pooled out-of-fold rows",
+            "score": "p_donor + p_acceptor: the members' calibrated out-of-fold probabilities averaged with the "
+                     "ensemble weights (core/evaluation/holdout.py pool_oof)",
+            "rule": SPLICE_RULE, "rows": len(pooled), "genes": int(len(np.unique(pooled.gene_id))),
+            "oof_splice_ap": binary_splice_metrics(pooled.y_splice, pooled.p_splice)["ap"]}
 
 
 def predict_rows(model_dir: str | Path, ds: ParquetDataset, genes: Sequence[str],
@@ -301,23 +335,20 @@ class Evaluation:
 def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_genes: Sequence[str],
                     settings: EvaluationSettings = EvaluationSettings()) -> Evaluation:
     """Base model, every member and the consolidated model on genes they never trained on."""
-    members = ensemble_members(model_dir)
-    oof = {m["partition_key"]: read_oof(m["dir"]) for m in members}
-    pooled = pool_oof([(m["weight"], oof[m["partition_key"]]) for m in members])
-    oof["consolidated"] = pooled
+    members, oof = consolidated_oof(model_dir)
+    pooled = oof["consolidated"]
     names = [m["partition_key"] for m in members] + ["consolidated"]
     kinds = {m["partition_key"]: "instance" for m in members} | {"consolidated": "consolidated"}
     if holdout_genes:
         if ds is None:
             raise ValueError("a dataset is needed to evaluate holdout genes")
-        trained = {m["partition_key"]: set(pq.read_table(Path(m["dir"]) / "folds.parquet", columns=["gene_id"])
-                                             .column(0).to_pylist()) for m in members}
+        trained = {m["partition_key"]: trained_genes(m["dir"]) for m in members}
         leaks = {k: sorted(v & set(holdout_genes)) for k, v in trained.items() if v & set(holdout_genes)}
         if leaks:
             raise DatasetError("holdout genes were trained on, refusing to report them as holdout: "
                                + "; ".join(f"{k}: {', '.join(v[:10])}" for k, v in leaks.items()))
         scored = predict_rows(model_dir, ds, holdout_genes, settings.batch_rows)
-        thresholds: dict[str, Any] = {k: choose_threshold(oof[k].y_splice, oof[k].p_splice) for k in names}
+        thresholds: dict[str, Any] = {k: oof_splice_threshold(oof[k]) for k in names}
         base_thr: Any = choose_threshold(pooled.y_splice, pooled.base_splice) if _has_base(pooled) else None
         scope = HOLDOUT
         note = (f"holdout: {len(set(holdout_genes))} genes of the plan's global holdout; no instance trained on "

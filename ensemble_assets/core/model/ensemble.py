@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +23,28 @@ from ensemble_assets.core.training.calibration import calibrate_proba
 from ensemble_assets.core.training.kinds import ModelLoadError, get_kind
 from ensemble_assets.core.training.settings import MODEL_FORMAT, MODEL_FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 
+if TYPE_CHECKING:
+    from ensemble_assets.core.model.versions import ModelStore
+
 
 class ModelError(ValueError):
     """A model directory that cannot be loaded, or input that does not fit the model."""
+
+
+# The decision rule at a model's operating point, shared by predict_calls, the CLI and scoring.
+SPLICE_RULE = ("splice call = p_donor + p_acceptor >= splice_threshold; predicted_type = donor or acceptor, "
+               "whichever has the larger probability (donor on a tie); otherwise neither")
+
+
+def splice_calls(proba: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    """The calls of ``SPLICE_RULE`` for n×3 probabilities (neither, donor, acceptor):
+    ``p_splice`` (float), ``splice_call`` (bool) and ``predicted_type`` (str)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    p_splice = proba[:, 1] + proba[:, 2]
+    call = p_splice >= threshold
+    kind = np.where(proba[:, 2] > proba[:, 1], CLASSES[2], CLASSES[1])
+    return {"p_splice": p_splice, "splice_call": call,
+            "predicted_type": np.where(call, kind, CLASSES[0]).astype(object)}
 
 
 def _as_table(X: Any) -> pa.Table | np.ndarray:
@@ -73,6 +92,23 @@ class _Classifier:
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    @property
+    def operating_point(self) -> dict[str, Any] | None:
+        """The stored operating point (consolidated models): ``splice_threshold`` chosen on
+        out-of-fold predictions of the training genes, and the rule; None for an instance."""
+        return self.manifest.get("operating_point")
+
+    def predict_calls(self, X: Any, threshold: float | None = None) -> dict[str, np.ndarray]:
+        """Splice calls at the model's stored operating point (``SPLICE_RULE``): ``p_splice``,
+        ``splice_call``, ``predicted_type``, plus ``proba`` (n×3). ``threshold`` overrides it."""
+        if threshold is None:
+            if not self.operating_point:
+                raise ModelError(f"model {self.path} stores no operating point (only consolidated models do); "
+                                 "pass threshold= explicitly")
+            threshold = float(self.operating_point["splice_threshold"])
+        proba = self.predict_proba(X)
+        return {"proba": proba, **splice_calls(proba, threshold)}
 
 
 class InstanceModel(_Classifier):
@@ -273,9 +309,12 @@ def model_problem(path: str | Path) -> str | None:
     return None
 
 
-def load_model(path: str | Path) -> InstanceModel | EnsembleModel:
-    """Load an instance or an ensemble directory; verifies every file's checksum first."""
-    path = Path(path)
+def load_model(ref: str | Path, store: "ModelStore | None" = None) -> InstanceModel | EnsembleModel:
+    """Load an instance or an ensemble directory; verifies every file's checksum first.
+
+    Without ``store``, ``ref`` is a model directory. With a ``ModelStore``, ``ref`` may also be a
+    version id, ``"current"`` or ``"previous"`` (``store.resolve``)."""
+    path = store.resolve(ref) if store is not None else Path(ref)
     manifest = _read_manifest(path)
     if manifest["kind"] == "instance":
         return InstanceModel(path, manifest)
@@ -286,9 +325,13 @@ def load_model(path: str | Path) -> InstanceModel | EnsembleModel:
 
 
 def consolidate(instance_dirs: dict[str, Path], out_dir: str | Path, holdout_genes: Sequence[str] = (),
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                extra: dict[str, Any] | None = None,
+                operating_point: Callable[[Path], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Copy the instances into one self-contained ensemble directory, weighted by their
-    out-of-fold macro F1 (normalised), and write its manifest atomically."""
+    out-of-fold macro F1 (normalised), and write its manifest atomically.
+
+    ``operating_point(model_dir)``: computes the model's operating point from the complete (not
+    yet visible) directory; stored as ``manifest["operating_point"]``."""
     members = []
     manifests = {}
     for key, d in sorted(instance_dirs.items()):
@@ -322,6 +365,9 @@ def consolidate(instance_dirs: dict[str, Path], out_dir: str | Path, holdout_gen
             "merged_booster_note": merged.get("note", ""), **(extra or {}),
         }
         write_json(tmp / "manifest.json", manifest)
+        if operating_point is not None:
+            manifest["operating_point"] = operating_point(tmp)
+            write_json(tmp / "manifest.json", manifest)
     return manifest
 
 

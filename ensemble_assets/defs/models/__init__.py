@@ -1,0 +1,1 @@
+from ensemble_assets.defs.models import assets, checks  # noqa: F401
