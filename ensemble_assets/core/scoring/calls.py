@@ -1,4 +1,5 @@
-"""Splice calls and the scored-positions table: one output row per input row."""
+"""The scored-positions table: one output row per input row, with the model's calls at its
+operating point and the base model's calls at 0.5, both by the one rule (``SPLICE_RULE``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from ensemble_assets.core.data.schema import CLASSES, GENE_COLUMN
+from ensemble_assets.core.model.ensemble import splice_calls
 
 # identity columns copied from the input where it has them (gene_id and position always)
 ID_COLUMNS: dict[str, pa.DataType] = {
@@ -18,17 +20,6 @@ REQUIRED_ID_COLUMNS = (GENE_COLUMN, "position")
 BASE_COLUMNS = ("donor_score", "acceptor_score", "neither_score")
 # the base model's call: donor + acceptor score at 0.5, as the holdout evaluation's "base @0.5"
 BASE_CALL_THRESHOLD = 0.5
-
-
-def splice_calls(p_donor: np.ndarray, p_acceptor: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """The splice call (p_donor + p_acceptor ≥ threshold) and the predicted type: donor or
-    acceptor by the larger of the two (donor on a tie) where the call is made, else neither.
-    NaN scores give no call and no type (null)."""
-    pd = np.asarray(p_donor, dtype=np.float64)
-    pa_ = np.asarray(p_acceptor, dtype=np.float64)
-    call = (pd + pa_) >= threshold
-    kind = np.where(call, np.where(pd >= pa_, CLASSES[1], CLASSES[2]), CLASSES[0]).astype(object)
-    return call, kind
 
 
 def output_schema(input_columns: Sequence[str]) -> pa.Schema:
@@ -57,17 +48,17 @@ def scored_table(batch: pa.Table, proba: np.ndarray, threshold: float, model_ver
     cols: dict[str, pa.Array] = {c: batch.column(c).cast(t) for c, t in ID_COLUMNS.items() if c in names}
     for j, c in enumerate(CLASSES):
         cols[f"p_{c}"] = pa.array(proba[:, j], pa.float64())
-    call, kind = splice_calls(proba[:, 1], proba[:, 2], threshold)
-    cols["splice_call"] = pa.array(call, pa.bool_())
-    cols["predicted_type"] = pa.array(kind, pa.string())
+    calls = splice_calls(proba, threshold)
+    cols["splice_call"] = pa.array(calls["splice_call"], pa.bool_())
+    cols["predicted_type"] = pa.array(calls["predicted_type"], pa.string())
     for c in BASE_COLUMNS:
         if c in names:
             cols[c] = batch.column(c).cast(pa.float64())
     if "base_splice_call" in names:
         donor, acceptor = _float(batch, "donor_score"), _float(batch, "acceptor_score")
-        unknown = ~np.isfinite(donor + acceptor)
-        base_call, base_kind = splice_calls(donor, acceptor, BASE_CALL_THRESHOLD)
-        cols["base_splice_call"] = pa.array(base_call, pa.bool_(), mask=unknown)
-        cols["base_predicted_type"] = pa.array(base_kind, pa.string(), mask=unknown)
+        unknown = ~np.isfinite(donor + acceptor)   # no base score: no base call (null)
+        base = splice_calls(np.column_stack([np.zeros_like(donor), donor, acceptor]), BASE_CALL_THRESHOLD)
+        cols["base_splice_call"] = pa.array(base["splice_call"], pa.bool_(), mask=unknown)
+        cols["base_predicted_type"] = pa.array(base["predicted_type"], pa.string(), mask=unknown)
     cols["model_version"] = pa.repeat(pa.scalar(model_version, pa.string()), batch.num_rows)
     return pa.table(cols, schema=schema)

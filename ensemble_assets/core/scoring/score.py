@@ -22,9 +22,7 @@ from ensemble_assets.core.data.streaming import checked_labels, row_columns
 from ensemble_assets.core.io import atomic_path
 from ensemble_assets.core.planning.capacity import peak_rss_bytes
 from ensemble_assets.core.scoring.calls import ID_COLUMNS, REQUIRED_ID_COLUMNS, output_schema, scored_table
-
-DEFAULT_BATCH_ROWS = 32_768
-DEFAULT_MEMORY_LIMIT = "512MB"   # DuckDB's share; it spills to disk beyond it
+from ensemble_assets.core.scoring.settings import DEFAULT_BATCH_ROWS, DEFAULT_MEMORY_LIMIT
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,17 @@ class Progress:
         eta = self.eta_s
         return (f"{self.rows:,}/{self.total_rows:,} rows ({self.rows / max(self.total_rows, 1):.0%}), "
                 f"{self.rows_per_s:,.0f} rows/s" + (f", ETA {eta:.0f} s" if eta is not None else ""))
+
+
+def every(seconds: float, report: Callable[[Progress], None]) -> Callable[[Progress], None]:
+    """A progress callback that passes on at most one report per ``seconds``, and the last one."""
+    last = [float("-inf")]
+
+    def callback(p: Progress) -> None:
+        if p.seconds - last[0] >= seconds or p.rows >= p.total_rows:
+            last[0] = p.seconds
+            report(p)
+    return callback
 
 
 @dataclass
@@ -126,8 +135,8 @@ def score_dataset(model: Any, threshold: float, target: str | Path | ParquetData
 
     ``threshold``: the splice call is p_donor + p_acceptor ≥ threshold. ``collect_labels``: keep
     what the target metrics need when the target is labelled (``ScoringResult.labelled_rows``)."""
-    if not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"splice threshold {threshold} is outside (0, 1)")
+    if not 0.0 < float(threshold) <= 1.0:
+        raise ValueError(f"splice threshold {threshold} is outside (0, 1]")
     ds = target if isinstance(target, ParquetDataset) else open_target(target)
     columns = scoring_columns(ds, model.get_feature_names())
     labelled = LABEL_COLUMN in columns
