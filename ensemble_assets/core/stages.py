@@ -342,13 +342,18 @@ def run_scoring(cfg: PlatformConfig, target: str, log: Log = _quiet) -> dict[str
     """Score the registered target ``target`` with the current model version: the scored
     positions, a summary, and for a labelled target its metrics (core/scoring/)."""
     source = target_path(cfg, target)
-    sm = resolve_scoring_model("current", model_store(cfg))
+    store = model_store(cfg)
     out = scored_paths(cfg, target)
-    log(f"scoring target {target} ({source}) with model version {sm.version} at splice threshold "
-        f"{sm.threshold:.4f} ({sm.threshold_source})")
-    result = score_dataset(sm.model, sm.threshold, source, out["positions"], sm.version,
-                           cfg.scoring.batch_rows, cfg.scoring.memory_limit,
-                           progress=every(30.0, lambda p: log(f"scoring {target}: {p.line()}")), collect_labels=True)
+    for attempt in range(3):   # a version promoted while scoring: score again with it
+        sm = resolve_scoring_model("current", store)
+        log(f"scoring target {target} ({source}) with model version {sm.version} at splice threshold "
+            f"{sm.threshold:.4f} ({sm.threshold_source})")
+        result = score_dataset(sm.model, sm.threshold, source, out["positions"], sm.version,
+                               cfg.scoring.batch_rows, cfg.scoring.memory_limit, collect_labels=True,
+                               progress=every(30.0, lambda p: log(f"scoring {target}: {p.line()}")))
+        if store.current_id() == sm.version:
+            break
+        log(f"model version {store.current_id()} became current while scoring with {sm.version}")
     summary = {"target": target, "input": str(source), "model_dir": str(sm.path),
                "threshold_source": sm.threshold_source, **result.summary()}
     if result.labelled_rows is not None:
