@@ -192,33 +192,26 @@ def _evaluate(cfg: PlatformConfig, instance) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Score ``--input`` with ``--model`` on the streaming path of the scored_positions asset
+    (core/scoring/): whole-gene batches, only the columns the model reads, bounded memory."""
+    from ensemble_assets.core.scoring.model_ref import resolve_scoring_model
+    from ensemble_assets.core.scoring.score import Progress, every, score_dataset
 
-    from ensemble_assets.core.io import write_parquet
-    from ensemble_assets.core.model.ensemble import load_model
+    cfg = _data_root_config(args)
+    sm = resolve_scoring_model(args.model, store=model_store(cfg), threshold=args.threshold)
+    print(f"model {sm.path} (version {sm.version}, {sm.model.total_instances} instance(s)); splice threshold "
+          f"{sm.threshold:.4f}: {sm.threshold_source}", file=sys.stderr)
 
-    model = load_model(args.model, store=model_store(_data_root_config(args)))
-    table = pq.read_table(args.input)
-    out = {c: table.column(c) for c in ("gene_id", "position") if c in table.schema.names}
-    if model.operating_point:   # the calls at the model's stored operating point (SPLICE_RULE)
-        calls = model.predict_calls(table)
-        proba = calls["proba"]
-        out.update({"p_splice": pa.array(calls["p_splice"]), "splice_call": pa.array(calls["splice_call"])})
-        predicted = calls["predicted_type"]
-        rule = f"at splice threshold {model.operating_point['splice_threshold']:.4f} (out-of-fold)"
-    else:
-        proba = model.predict_proba(table)
-        predicted = model.classes_[proba.argmax(axis=1)]
-        rule = "by the largest probability (the model stores no operating point)"
-    for j, c in enumerate(model.classes_):
-        out[f"p_{c}"] = pa.array(proba[:, j])
-    out["predicted_type"] = pa.array(predicted.tolist())
-    write_parquet(args.output, pa.table(out))
-    labels, counts = np.unique(np.asarray(predicted, dtype=str), return_counts=True)
-    print(f"predicted {table.num_rows} rows with {model.path} ({model.total_instances} instance(s)) {rule} → "
-          f"{args.output} ({', '.join(f'{k}: {v}' for k, v in zip(labels, counts))})")
+    def report(p: Progress) -> None:
+        print(f"  {p.line()}", file=sys.stderr, flush=True)
+
+    r = score_dataset(sm.model, sm.threshold, args.input, args.output, sm.version,
+                      batch_rows=args.batch_rows or cfg.scoring.batch_rows, memory_limit=cfg.scoring.memory_limit,
+                      progress=None if args.quiet else every(args.progress_seconds, report))
+    base = (f"; base model at 0.5: {', '.join(f'{k} {v:,}' for k, v in r.base_calls.items())}"
+            if r.base_calls else "")
+    print(f"scored {r.rows:,} rows of {r.genes:,} genes in {r.seconds:.1f} s ({r.rows_per_s:,.0f} rows/s) → "
+          f"{r.output}: {', '.join(f'{k} {v:,}' for k, v in r.calls.items())}{base}")
     return 0
 
 
@@ -348,12 +341,31 @@ def parser() -> argparse.ArgumentParser:
                    help="scikit-learn kinds: row cap of the gene-aware training sample (whole genes, seeded)")
     t.set_defaults(func=cmd_train)
 
-    r = sub.add_parser("predict", help="predict with a model version or a model directory")
+    r = sub.add_parser(
+        "predict", help="score a file, directory or dataset with a model version or a model directory",
+        description="Score every row of --input with --model and write one Parquet table: gene_id, position "
+                    "(and chrom, strand, absolute_position where present), p_neither/p_donor/p_acceptor, "
+                    "splice_call (p_donor + p_acceptor >= the splice threshold) and predicted_type, the base "
+                    "scores and the base call at 0.5 where present, model_version. Rows stream in whole-gene "
+                    "batches reading only the columns the model needs, so memory does not grow with the input; "
+                    "the output appears only when complete. Same code as the scored_positions asset.")
     r.add_argument("--model", default="current",
-                   help="a version id, 'current' (default), 'previous', or a model directory")
+                   help="a model version id (or a unique prefix), 'current' (default), 'previous', or a model "
+                        "directory (a consolidated model or an instance)")
     r.add_argument("--data-root", help="where the model versions are (default: $ENSEMBLE_ASSETS_DATA, else ./data)")
-    r.add_argument("--input", required=True)
-    r.add_argument("--output", required=True)
+    r.add_argument("--input", required=True,
+                   help="a Parquet file, a directory of Parquet files, or a dataset (<dataset>/master/*.parquet); "
+                        "needs gene_id, position and the columns the model reads; splice_type is optional")
+    r.add_argument("--output", required=True, help="the Parquet file to write (replaced atomically)")
+    r.add_argument("--threshold", type=float, default=None,
+                   help="splice threshold in (0, 1] (default: the model's stored operating point; required for "
+                        "an instance directory, which stores none)")
+    r.add_argument("--batch-rows", type=int, default=None,
+                   help="rows per batch (default: scoring.batch_rows of the configuration, 32768); a batch holds "
+                        "whole genes, so it can be larger by up to one gene")
+    r.add_argument("--progress-seconds", type=float, default=10.0,
+                   help="seconds between progress lines (rows, rows/s, ETA) on stderr (default 10)")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.set_defaults(func=cmd_predict)
 
     m = sub.add_parser("models", help="list, promote or roll back model versions (<data root>/artifacts/models)")

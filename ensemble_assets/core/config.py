@@ -18,6 +18,7 @@ from ensemble_assets.core.evaluation.holdout import EvaluationSettings
 from ensemble_assets.core.io import safe_component
 from ensemble_assets.core.model.promotion import PromotionSettings
 from ensemble_assets.core.planning.plan import PlanSettings
+from ensemble_assets.core.scoring.settings import ScoringSettings
 from ensemble_assets.core.training.settings import TrainingSettings
 
 DATA_ROOT_ENV = "ENSEMBLE_ASSETS_DATA"
@@ -40,6 +41,7 @@ class PlatformConfig:
     training: TrainingSettings = TrainingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     promotion: PromotionSettings = PromotionSettings()
+    scoring: ScoringSettings = ScoringSettings()
 
     @property
     def root(self) -> Path:
@@ -66,6 +68,7 @@ class PlatformConfig:
         self.plan.validate()
         self.training.validate()
         self.promotion.validate()
+        self.scoring.validate()
         if not 0 < self.screening.correlation_threshold <= 1:
             raise ValueError(f"correlation_threshold={self.screening.correlation_threshold} is outside (0, 1]")
         if self.screening.sample_genes < 1:
@@ -95,4 +98,5 @@ class PlatformConfig:
             training=build(TrainingSettings, d.get("training", {})),
             evaluation=build(EvaluationSettings, d.get("evaluation", {})),
             promotion=build(PromotionSettings, d.get("promotion", {})),
+            scoring=build(ScoringSettings, d.get("scoring", {})),
         )

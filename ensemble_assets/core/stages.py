@@ -24,7 +24,13 @@ from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.schema import CLASSES
 from ensemble_assets.core.data.screening import screen_features
 from ensemble_assets.core.evaluation import plots
-from ensemble_assets.core.evaluation.holdout import ensemble_members, evaluate_models, operating_point, table_to_arrow
+from ensemble_assets.core.evaluation.holdout import (
+    ensemble_members,
+    evaluate_models,
+    operating_point,
+    table_to_arrow,
+    trained_genes,
+)
 from ensemble_assets.core.evaluation.reports import (
     _consolidated,
     _evaluation_plots,
@@ -47,6 +53,11 @@ from ensemble_assets.core.planning.plan import (
     plan_table,
     subset_for_key,
 )
+from ensemble_assets.core.scoring.coverage import Coverage, check_coverage
+from ensemble_assets.core.scoring.model_ref import resolve_scoring_model
+from ensemble_assets.core.scoring.score import every, open_target, score_dataset
+from ensemble_assets.core.scoring.target_metrics import target_metrics
+from ensemble_assets.core.scoring.targets import scored_paths, target_path
 from ensemble_assets.core.training.loop import train_instance
 from ensemble_assets.datasets.demo import write_demo_dataset
 
@@ -355,3 +366,39 @@ def run_ensemble_shap(cfg: Any, settings: ShapSettings, recompute: bool = False,
                                 "consolidated_model first")
     return compute_ensemble_shap(paths(cfg)["consolidated"], p["ensemble"], settings, cache_dir=p["instances"],
                                  recompute=recompute, log=log)
+
+
+def run_scoring(cfg: PlatformConfig, target: str, log: Log = _quiet) -> dict[str, Any]:
+    """Score the registered target ``target`` with the current model version: the scored
+    positions, a summary, and for a labelled target its metrics (core/scoring/)."""
+    source = target_path(cfg, target)
+    store = model_store(cfg)
+    out = scored_paths(cfg, target)
+    for attempt in range(3):   # a version promoted while scoring: score again with it
+        sm = resolve_scoring_model("current", store)
+        log(f"scoring target {target} ({source}) with model version {sm.version} at splice threshold "
+            f"{sm.threshold:.4f} ({sm.threshold_source})")
+        result = score_dataset(sm.model, sm.threshold, source, out["positions"], sm.version,
+                               cfg.scoring.batch_rows, cfg.scoring.memory_limit, collect_labels=True,
+                               progress=every(30.0, lambda p: log(f"scoring {target}: {p.line()}")))
+        if store.current_id() == sm.version:
+            break
+        log(f"model version {store.current_id()} became current while scoring with {sm.version}")
+    summary = {"target": target, "input": str(source), "model_dir": str(sm.path),
+               "threshold_source": sm.threshold_source, **result.summary()}
+    if result.labelled_rows is not None:
+        metrics = target_metrics(result.labelled_rows, trained_genes(sm.path), sm.threshold, cfg.evaluation.ece_bins)
+        write_parquet(out["metrics"], table_to_arrow(metrics["table"]) if metrics["table"] else pa.table({}))
+        summary["metrics"] = metrics
+    else:
+        out["metrics"].unlink(missing_ok=True)   # an earlier, labelled version of the target
+    write_json(out["summary"], summary)
+    return summary
+
+
+def run_scoring_coverage(cfg: PlatformConfig, target: str) -> Coverage:
+    """The coverage guarantee of a scored target: its scored positions against the input it was
+    scored from (the path recorded in its summary)."""
+    out = scored_paths(cfg, target)
+    summary = read_json(out["summary"])
+    return check_coverage(open_target(summary["input"]), out["positions"], memory_limit=cfg.scoring.memory_limit)

@@ -22,4 +22,8 @@ retraining_job = dg.define_asset_job(
     description="Scheduled retraining: recompute inventory, screening and plan when their inputs changed, "
                 "else train the partitions that are missing, failed or stale (one run each).")
 
-all_jobs = [plan_job, instance_training_job, consolidation_job, evaluation_job, retraining_job]
+scoring_job = dg.define_asset_job(
+    "scoring_job", selection=dg.AssetSelection.groups("scoring"),
+    description="Score scoring_targets partitions with the current model version (one run per target).")
+
+all_jobs = [plan_job, instance_training_job, consolidation_job, evaluation_job, retraining_job, scoring_job]

@@ -19,7 +19,7 @@ from ensemble_assets.core.artifacts import planned_config
 from ensemble_assets.core.config import DATA_ROOT_ENV, PlatformConfig, default_data_root
 
 RESOURCE_KEY = "ensemble"
-SETTING_GROUPS = ("screening", "plan", "training", "evaluation", "promotion")
+SETTING_GROUPS = ("screening", "plan", "training", "evaluation", "promotion", "scoring")
 
 
 def _config_type(hint: Any) -> Any:
@@ -65,6 +65,7 @@ PlanConfig = _settings_config("plan")
 TrainingConfig = _settings_config("training")
 EvaluationConfig = _settings_config("evaluation")
 PromotionConfig = _settings_config("promotion")
+ScoringConfig = _settings_config("scoring")
 
 
 class EnsembleResource(dg.ConfigurableResource):
@@ -78,6 +79,7 @@ class EnsembleResource(dg.ConfigurableResource):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
 
     def config(self) -> PlatformConfig:
         """The settings of this run (the plan chain: inventory, screening, plan)."""

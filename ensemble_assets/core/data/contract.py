@@ -70,9 +70,11 @@ def _check_contract_types(f: Path, schema: pa.Schema) -> None:
             raise DatasetError(f"{f}: column '{name}' has type {typ}; the data contract requires a number")
 
 
-def open_dataset(path: str | Path) -> ParquetDataset:
+def open_dataset(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> ParquetDataset:
     """Resolve ``path`` (a directory of Parquet files, the MetaSpliceAI ``<dataset>/master``
-    layout, or one Parquet file) and validate every file's schema against the contract."""
+    layout, or one Parquet file; other files such as ``gene_manifest.csv`` are ignored) and
+    validate every file's schema against the contract. ``required``: the columns every file must
+    have (training needs the label; scoring a target only ``gene_id`` and ``position``)."""
     root = Path(path).expanduser().resolve()
     if not root.exists():
         raise DatasetError(f"dataset path {root} does not exist")
@@ -91,7 +93,7 @@ def open_dataset(path: str | Path) -> ParquetDataset:
             schema = pq.read_schema(f)
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise DatasetError(f"{f}: not a readable Parquet file ({exc})") from exc
-        for col in REQUIRED_COLUMNS:
+        for col in required:
             if col not in schema.names:
                 raise DatasetError(f"{f}: missing required column '{col}'")
         dup = sorted({n for n in schema.names if schema.names.count(n) > 1})

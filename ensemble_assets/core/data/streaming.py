@@ -49,13 +49,19 @@ def _read_candidates(ds: ParquetDataset, gene_table: pa.Table | None, source: st
     return CandidateIndex.from_table(t, source)
 
 
+def checked_labels(values: pa.Array | pa.ChunkedArray, source: str) -> np.ndarray:
+    """``label_codes`` of a ``splice_type`` column; an unknown label is an error naming it."""
+    label = label_codes(values)
+    if (label < 0).any():
+        bad = pc.unique(values.filter(pa.array(label < 0))).to_pylist()
+        raise DatasetError(f"{source}: column '{LABEL_COLUMN}' has unknown label value(s) {bad[:10]}")
+    return label
+
+
 def _batch_to_rows(batch: pa.RecordBatch, features: Sequence[str], fill: Mapping[str, float],
                    source: str, candidates: CandidateIndex | None = None) -> RowBatch:
     names = batch.schema.names
-    label = label_codes(batch.column(LABEL_COLUMN))
-    if (label < 0).any():
-        bad = pc.unique(batch.column(LABEL_COLUMN).filter(pa.array(label < 0))).to_pylist()
-        raise DatasetError(f"{source}: column '{LABEL_COLUMN}' has unknown label value(s) {bad[:10]}")
+    label = checked_labels(batch.column(LABEL_COLUMN), source)
     n = batch.num_rows
     base = np.full((n, 3), np.nan, dtype=np.float32)
     for j, col in enumerate(("neither_score", "donor_score", "acceptor_score")):
@@ -92,6 +98,41 @@ def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Record
         yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
 
 
+def row_columns(ds: ParquetDataset, features: Sequence[str], ids: Sequence[str] = ("position",),
+                label: bool = True) -> list[str]:
+    """The columns of ``ds`` a scan for ``features`` reads, and no other: ``gene_id``, the label
+    (if ``label``), the ``ids`` and base scores the dataset has, and the columns the features
+    are read or computed from (``features.source_columns``) that it has."""
+    have = set(ds.columns)
+    wanted = [GENE_COLUMN] + ([LABEL_COLUMN] if label else [])
+    wanted += [c for c in (*ids, *BASE_SCORE_COLUMNS) if c in have and c not in wanted]
+    return wanted + [c for c in source_columns(features) if c in have and c not in wanted]
+
+
+def duckdb_batches(ds: ParquetDataset, sql: str, columns: Sequence[str], batch_rows: int, memory_limit: str,
+                   tables: Mapping[str, pa.Table] | None = None, threads: int = 1) -> Iterator[pa.RecordBatch]:
+    """Stream the result of ``sql`` (over ``read_parquet($files, ...)``: the dataset's files) as Arrow
+    record batches of at most ``batch_rows`` rows, with ``tables`` registered by name. One thread
+    by default: then the rows come in the files' order. A read failure, also one that surfaces
+    while streaming (a corrupt page), becomes a DatasetError naming the file and column."""
+    con = duckdb_connect(threads=threads, memory_limit=memory_limit, preserve_insertion_order=True)
+    try:
+        for name, table in (tables or {}).items():
+            con.register(name, table)
+        with read_errors(ds, columns):
+            reader = con.sql(sql, params={"files": ds.file_strings}).to_arrow_reader(batch_rows)
+        while True:
+            with read_errors(ds, columns):
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+            if batch.num_rows:
+                yield batch
+    finally:
+        con.close()
+
+
 def iter_subset_batches(
     ds: ParquetDataset,
     genes: Sequence[str] | None,
@@ -107,10 +148,7 @@ def iter_subset_batches(
     iterator relies on: DuckDB runs single-threaded here, because its parallel streaming result
     does not keep the scan order (seen: labels misaligned with rows under CPU contention).
     """
-    present = [c for c in source_columns(features) if c in set(ds.columns)]
-    wanted = [GENE_COLUMN, LABEL_COLUMN]
-    wanted += [c for c in ("position", *BASE_SCORE_COLUMNS) if c in ds.columns and c not in wanted]
-    wanted += [c for c in present if c not in wanted]
+    wanted = row_columns(ds, features)
     source = f"dataset {ds.root}"
     if engine == "auto":
         try:
@@ -123,23 +161,13 @@ def iter_subset_batches(
                   if set(features) & set(GENE_CONTEXT_FEATURES) and set(GENE_CONTEXT_SOURCES) <= set(ds.columns)
                   else None)
     if engine == "duckdb":
-        con = duckdb_connect(threads=1, memory_limit=memory_limit, preserve_insertion_order=True)
-        try:
-            sql = f"SELECT {', '.join(_quote(c) for c in wanted)} FROM read_parquet($files, union_by_name=true)"
-            if gene_table is not None:
-                con.register("subset_genes", gene_table)
-                sql += f" WHERE {_quote(GENE_COLUMN)} IN (SELECT {_quote(GENE_COLUMN)} FROM subset_genes)"
-            with read_errors(ds, wanted):
-                reader = con.sql(sql, params={"files": ds.file_strings}).to_arrow_reader(batch_rows)
-            batches = _rebatch(reader, batch_rows)
-            while True:
-                with read_errors(ds, wanted):  # a corrupt page surfaces while streaming
-                    batch = next(batches, None)
-                if batch is None:
-                    break
-                yield _batch_to_rows(batch, features, fill, source, candidates)
-        finally:
-            con.close()
+        sql = f"SELECT {', '.join(_quote(c) for c in wanted)} FROM read_parquet($files, union_by_name=true)"
+        tables = {}
+        if gene_table is not None:
+            tables["subset_genes"] = gene_table
+            sql += f" WHERE {_quote(GENE_COLUMN)} IN (SELECT {_quote(GENE_COLUMN)} FROM subset_genes)"
+        for batch in _rebatch(duckdb_batches(ds, sql, wanted, batch_rows, memory_limit, tables), batch_rows):
+            yield _batch_to_rows(batch, features, fill, source, candidates)
     elif engine == "pyarrow":
         import pyarrow.dataset as pads
 

@@ -23,7 +23,7 @@ GROUP = "models"
                 "The decision and its reason are in the metadata and in artifacts/models/history.json.",
 )
 def model_promotion(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     d = stages.run_model_promotion(cfg, log=context.log.info)
     store = artifacts.model_store(cfg)
     c = d.comparison
@@ -41,4 +41,6 @@ def model_promotion(context: dg.AssetExecutionContext, ensemble: EnsembleResourc
                                                                           "splice_ap", "max_ece")}}
                                  for v in store.versions()],
                                 ["id", "created", "status", "splice_threshold", "splice_f1", "splice_ap", "max_ece"])
-    return dg.MaterializeResult(metadata=meta)
+    # the data version is the current version id: it changes only when the current model does,
+    # which re-scores every scoring target (scored_positions' automation condition)
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(store.current_id() or "none"))

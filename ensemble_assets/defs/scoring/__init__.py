@@ -1,0 +1,1 @@
+from ensemble_assets.defs.scoring import assets, checks  # noqa: F401
