@@ -19,8 +19,8 @@ from ensemble_assets.defs.evaluation.assets import (
 )
 from ensemble_assets.defs.planning.assets import training_plan
 from ensemble_assets.runs import materialize
-from ensemble_assets_tests.conftest import make_config
-from ensemble_assets_tests.dagster.test_graph import PLAN, run_all
+from ensemble_assets_tests.conftest import make_config, train_graph
+from ensemble_assets_tests.dagster.test_graph import PLAN
 
 
 def _meta(instance, asset) -> dict:
@@ -33,7 +33,7 @@ def held_out_chr2(tiny_dataset, tmp_path_factory):
     cfg = make_config(tmp_path_factory.mktemp("chr2"), tiny_dataset, genes_per_instance=16,
                       holdout_chromosomes=("chr2",))
     with dg.instance_for_test() as instance:
-        keys = run_all(cfg, instance)
+        keys = train_graph(cfg, instance)
         ok, err = materialize(cfg, instance, evaluation_assets)
         assert ok, err
         meta = {a: _meta(instance, a) for a in (gene_inventory, feature_screening, training_plan, holdout_metrics,
