@@ -46,6 +46,7 @@ from ensemble_assets.core.explanation.shap_analysis import compute_ensemble_shap
 from ensemble_assets.core.io import atomic_path, read_json, sha256_text, write_json, write_parquet
 from ensemble_assets.core.model.ensemble import consolidate, load_model
 from ensemble_assets.core.model.promotion import GATE_ACTOR, PromotionDecision, decide
+from ensemble_assets.core.planning.freshness import plan_inputs_fingerprint
 from ensemble_assets.core.planning.plan import (
     check_instance_memory,
     describe_holdout,
@@ -385,6 +386,7 @@ def run_scoring(cfg: PlatformConfig, target: str, log: Log = _quiet) -> dict[str
             break
         log(f"model version {store.current_id()} became current while scoring with {sm.version}")
     summary = {"target": target, "input": str(source), "model_dir": str(sm.path),
+               "input_fingerprint": plan_inputs_fingerprint(source, {}),   # file names, sizes, mtimes
                "threshold_source": sm.threshold_source, **result.summary()}
     if result.labelled_rows is not None:
         metrics = target_metrics(result.labelled_rows, trained_genes(sm.path), sm.threshold, cfg.evaluation.ece_bins)

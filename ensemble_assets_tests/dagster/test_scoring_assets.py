@@ -69,9 +69,12 @@ def test_scored_positions_of_another_seed_dataset(graph):
     _register_targets(cfg, instance)
     ok, err = materialize(cfg, instance, [scored_positions], partition_key="other_seed")
     assert ok, err
-    meta = instance.get_latest_materialization_event(scored_positions.key).asset_materialization.metadata
+    mat = instance.get_latest_materialization_event(scored_positions.key).asset_materialization
+    meta = mat.metadata
     out = pq.read_table(scored_paths(cfg, "other_seed")["positions"])
     store = artifacts.model_store(cfg)
+    # lineage: the data version is the model version and the target's file fingerprint
+    assert mat.tags["dagster/data_version"] == f"{store.current_id()}-{meta['input_fingerprint'].value}"
     assert meta["rows"].value == out.num_rows == sum(
         pq.read_metadata(f).num_rows for f in (targets_dir(cfg) / "other_seed" / "master").glob("*.parquet"))
     assert meta["genes"].value == 20 and meta["model_version"].value == store.current_id()

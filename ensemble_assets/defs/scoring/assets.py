@@ -59,7 +59,7 @@ def scored_positions(context: dg.AssetExecutionContext, ensemble: EnsembleResour
         raise dg.Failure(description=f"scoring target {target}: {exc}", allow_retries=False) from exc
     meta: dict[str, Any] = {
         "path": dg.MetadataValue.path(str(scored_paths(cfg, target)["positions"])),
-        "input": dg.MetadataValue.path(s["input"]),
+        "input": dg.MetadataValue.path(s["input"]), "input_fingerprint": s["input_fingerprint"],
         "model_version": s["model_version"], "model_dir": dg.MetadataValue.path(s["model_dir"]),
         "splice_threshold": _float(s["threshold"]), "threshold_source": s["threshold_source"],
         "dagster/row_count": s["rows"], "rows": s["rows"], "genes": s["genes"],
@@ -80,4 +80,6 @@ def scored_positions(context: dg.AssetExecutionContext, ensemble: EnsembleResour
             stored = next(r for r in m["table"] if r["model"] == "model" and r["splice_threshold"] == s["threshold"])
             meta["splice_f1_at_stored_threshold"] = _float(stored.get("splice_f1"))
             meta["base_splice_f1_at_0.5"] = _float(stored.get("base_splice_f1"))
-    return dg.MaterializeResult(metadata=meta)
+    # lineage: the scored table is a function of the target's files and the model version
+    return dg.MaterializeResult(metadata=meta,
+                                data_version=dg.DataVersion(f"{s['model_version']}-{s['input_fingerprint']}"))
