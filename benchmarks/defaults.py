@@ -86,9 +86,11 @@ CANDIDATES: dict[str, Candidate] = {
 
 
 def prep_config(out: Path, dataset: str, threads: int) -> PlatformConfig:
-    """Inventory and manifest of the dataset with every feature family on (candidates select)."""
+    """Inventory and manifest of the dataset with every feature family and k-mer size on (the
+    candidates select from it)."""
+    sizes = tuple(sorted({int(c.split("mer_")[0]) for c in open_dataset(dataset).columns if is_kmer(c)}))
     return PlatformConfig(data_root=str(out / "prep"), dataset=str(Path(dataset).resolve()),
-                          screening=ScreeningSettings(gene_context=True, kmer_sizes=None),
+                          screening=ScreeningSettings(gene_context=True, kmer_sizes=sizes),
                           training=replace(TrainingSettings(), nthread=threads))
 
 
