@@ -2,6 +2,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from ensemble_assets.cli import build_config, parser
+from ensemble_assets.core.config import DEMO_GENES_PER_INSTANCE, PlatformConfig
 from ensemble_assets.core.planning.plan import PlanError, PlanSettings, describe_holdout, make_plan, subset_key
 
 
@@ -127,3 +129,43 @@ def test_a_chromosome_holdout_refuses_genes_without_or_with_several_chromosomes(
                               pa.array([None] + inv.column("chrom").to_pylist()[1:], pa.string()))
     with pytest.raises(PlanError, match="1 gene.*no 'chrom' value, e.g. G00000"):
         make_plan(nameless, 100, PlanSettings(genes_per_instance=30, holdout_chromosomes=("chr2",), **BIG))
+
+
+def _without_sizing(plan: dict) -> dict:
+    """The plan less the budget figures (and the settings, whose budgets differ here on purpose)."""
+    return {k: v for k, v in plan.items() if k not in ("memory_budget_bytes", "genes_fitting_memory", "settings")}
+
+
+def test_default_is_one_instance_of_every_training_gene_when_they_fit():
+    a = make_plan(inventory(2000), 100, PlanSettings(**BIG))
+    assert PlanSettings().genes_per_instance is None
+    assert a["strategy"] == "single" and len(a["subsets"]) == 1
+    assert a["subsets"][0]["n_genes"] == a["n_training_genes"] == 1800 == a["genes_per_instance"]
+    # the plan does not move with the memory free at planning time, as long as the genes fit
+    b = make_plan(inventory(2000), 100, PlanSettings(memory_budget_bytes=3 * 2**30))
+    assert _without_sizing(a) == _without_sizing(b)
+
+
+def test_default_splits_only_where_memory_requires_and_an_explicit_value_wins():
+    per_gene = 1.3 * 35 * (100 * 2.15 + 64)   # inventory rows average ~35
+    budget = lambda genes: int(0.5 * 2**30 + genes * per_gene)
+    a = make_plan(inventory(400), 100, PlanSettings(memory_budget_bytes=budget(150)))
+    assert a["strategy"] == "multi" and len(a["subsets"]) == 3
+    assert all(s["n_genes"] <= a["genes_fitting_memory"] for s in a["subsets"])
+    assert a["genes_per_instance"] == max(s["n_genes"] for s in a["subsets"])
+    assert "do not fit one instance's memory budget" in a["sizing_note"]
+    # a slightly different budget that needs as many instances gives the same subsets and plan
+    b = make_plan(inventory(400), 100, PlanSettings(memory_budget_bytes=budget(155)))
+    assert _without_sizing(a) == _without_sizing(b)
+    explicit = make_plan(inventory(400), 100, PlanSettings(genes_per_instance=50, memory_budget_bytes=budget(150)))
+    assert len(explicit["subsets"]) == 8 and explicit["genes_per_instance"] == 50
+
+
+def test_cli_sizes_instances_by_memory_for_a_dataset_and_keeps_the_demo_small(tmp_path):
+    train = lambda *a: build_config(parser().parse_args(["train", "--data-root", str(tmp_path), *a]))
+    cfg = train("--dataset", str(tmp_path))
+    assert cfg.plan.genes_per_instance is None
+    cfg.save()   # None survives ensemble_config.json, which the UI's runs read
+    assert PlatformConfig.load(tmp_path).plan.genes_per_instance is None
+    assert train().plan.genes_per_instance == DEMO_GENES_PER_INSTANCE
+    assert train("--dataset", str(tmp_path), "--genes-per-instance", "3600").plan.genes_per_instance == 3600

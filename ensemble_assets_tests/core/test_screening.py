@@ -16,10 +16,17 @@ from ensemble_assets.core.data.schema import (
     LEAKAGE_COLUMNS,
     is_coordinate,
 )
-from ensemble_assets.core.data.screening import COORDINATE_REASON, ScreeningSettings, feature_columns, screen_features
+from ensemble_assets.core.data.screening import (
+    COORDINATE_REASON,
+    DEFAULT_MAX_KMER_SIZE,
+    ScreeningSettings,
+    feature_columns,
+    screen_features,
+)
 from ensemble_assets.core.data.streaming import iter_subset_batches
 from ensemble_assets.core.model.ensemble import ModelError, align_features
 from ensemble_assets.core.training.loop import refuse_identifier_features
+from ensemble_assets.datasets.demo import DemoSpec, write_demo_dataset
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +172,25 @@ def test_no_coordinate_column_is_ever_a_feature(tiny_dataset, tmp_path):
     for c in present:
         with pytest.raises(ValueError, match=f"coordinate.*{c}"):
             refuse_identifier_features(["donor_score", c])
+
+
+def test_kmers_up_to_size_3_by_default_and_explicit_sizes_win(tmp_path):
+    write_demo_dataset(tmp_path / "k35", DemoSpec(n_genes=6, rows_per_gene=20, genes_per_file=4, kmer_sizes=(3, 5), seed=5))
+    ds = open_dataset(tmp_path / "k35")
+    genes = build_gene_inventory(ds, threads=1)[0].column("gene_id").to_pylist()
+
+    def kept(settings):
+        m = screen_features(ds, genes, settings, threads=1).to_pylist()
+        by_size = {k: {r["column"] for r in m if r["family"] == "kmer" and r["column"].startswith(f"{k}mer_")}
+                   for k in (3, 5)}
+        return {k: {r["column"] for r in m if r["is_feature"]} & cols for k, cols in by_size.items()}, m
+
+    default, m = kept(ScreeningSettings())
+    assert ScreeningSettings().kmer_sizes is None and DEFAULT_MAX_KMER_SIZE == 3
+    assert default[3]
+    assert not default[5]
+    assert all("above 3 (the default" in r["reason"] for r in m if r["column"].startswith("5mer_"))
+    both, _ = kept(ScreeningSettings(kmer_sizes=(3, 5)))
+    assert both[3] == default[3] and len(both[5]) > 0
+    only5, _ = kept(ScreeningSettings(kmer_sizes=(5,)))
+    assert not only5[3] and only5[5] == both[5]

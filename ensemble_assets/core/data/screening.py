@@ -34,6 +34,8 @@ from ensemble_assets.core.data.sql import _quote
 
 
 COORDINATE_REASON = "coordinate: an absolute genomic position, meaningless across genomes and assemblies"
+# the largest k-mer size kept by default (ScreeningSettings.kmer_sizes None)
+DEFAULT_MAX_KMER_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,18 @@ class ScreeningSettings:
     # donor or acceptor score reaches CANDIDATE_MIN_SCORE (else their rows are a label-driven sample).
     # None: follow the dataset's declaration (dataset.json); True / False: explicit
     gene_context: bool | None = None
-    kmer_sizes: tuple[int, ...] | None = None   # None: all k-mer sizes present
+    # k-mer sizes kept as features; None (the default): the sizes up to DEFAULT_MAX_KMER_SIZE. On
+    # validation genes of atha_chr1 the 5-mers added nothing measurable over the 3-mers while
+    # multiplying the features by ten (memory and training time ×3–5): docs/results.md#why-the-
+    # defaults-are-what-they-are. An explicit tuple wins, e.g. (3, 5) for every size of atha_chr1.
+    kmer_sizes: tuple[int, ...] | None = None
+
+
+def kmer_size_selected(column: str, kmer_sizes: tuple[int, ...] | None) -> bool:
+    """Whether the k-mer ``column`` is kept: its size is in ``kmer_sizes``, or, when that is None,
+    at most ``DEFAULT_MAX_KMER_SIZE``."""
+    k = int(column.split("mer_")[0])
+    return k <= DEFAULT_MAX_KMER_SIZE if kmer_sizes is None else k in kmer_sizes
 
 
 def _numeric(t: pa.DataType) -> bool:
@@ -84,8 +97,9 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
             reason = "user exclusion"
         elif not _numeric(typ):
             reason = f"non-numeric ({typ})"
-        elif settings.kmer_sizes is not None and is_kmer(name) and int(name.split("mer_")[0]) not in settings.kmer_sizes:
-            reason = "k-mer size not selected"
+        elif is_kmer(name) and not kmer_size_selected(name, settings.kmer_sizes):
+            reason = ("k-mer size not selected" if settings.kmer_sizes is not None else
+                      f"k-mer size above {DEFAULT_MAX_KMER_SIZE} (the default; kmer_sizes / --kmer-sizes keeps it)")
         rows.append({"column": name, "dtype": str(typ), "family": fam, "reason": reason})
         if not reason:
             candidates.append(name)
