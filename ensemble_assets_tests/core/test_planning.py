@@ -3,7 +3,7 @@ import pyarrow as pa
 import pytest
 
 from ensemble_assets.cli import build_config, parser
-from ensemble_assets.core.config import DEMO_GENES_PER_INSTANCE, PlatformConfig
+from ensemble_assets.core.config import DEMO_GENES_PER_INSTANCE
 from ensemble_assets.core.planning.plan import PlanError, PlanSettings, describe_holdout, make_plan, subset_key
 
 
@@ -165,7 +165,8 @@ def test_cli_sizes_instances_by_memory_for_a_dataset_and_keeps_the_demo_small(tm
     train = lambda *a: build_config(parser().parse_args(["train", "--data-root", str(tmp_path), *a]))
     cfg = train("--dataset", str(tmp_path))
     assert cfg.plan.genes_per_instance is None
-    cfg.save()   # None survives ensemble_config.json, which the UI's runs read
-    assert PlatformConfig.load(tmp_path).plan.genes_per_instance is None
+    # None survives the run config, which the runs (and the plan that records it) carry
+    from ensemble_assets.defs.resources import EnsembleResource
+    assert EnsembleResource.for_config(cfg).config().plan.genes_per_instance is None
     assert train().plan.genes_per_instance == DEMO_GENES_PER_INSTANCE
     assert train("--dataset", str(tmp_path), "--genes-per-instance", "3600").plan.genes_per_instance == 3600
