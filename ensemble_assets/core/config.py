@@ -23,6 +23,8 @@ from ensemble_assets.core.training.settings import TrainingSettings
 
 DATA_ROOT_ENV = "ENSEMBLE_ASSETS_DATA"
 DEFAULT_DATA_ROOT = "data"   # relative to the directory a command runs in
+# where the data lies, not what it is: never part of a fingerprint or a partition key
+LOCATION_FIELDS = ("data_root", "dataset")
 # a demo-sized default: the demo's ~240 genes then make several instances
 DEMO_GENES_PER_INSTANCE = 100
 
@@ -79,6 +81,11 @@ class PlatformConfig:
         d = asdict(self)
         d["training"]["estimator_params"] = dict(self.training.estimator_params)  # a JSON object
         return d
+
+    def settings_dict(self) -> dict[str, Any]:
+        """``to_dict`` without where the data lies (``LOCATION_FIELDS``): what a plan made from
+        these settings depends on, the same after the data root or the dataset moves."""
+        return {k: v for k, v in self.to_dict().items() if k not in LOCATION_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PlatformConfig":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from dataclasses import replace
 from typing import Any, Union
 
 import dagster as dg
@@ -88,8 +89,10 @@ class EnsembleResource(dg.ConfigurableResource):
             **{g: getattr(self, g).model_dump() for g in SETTING_GROUPS}})
 
     def planned_config(self) -> PlatformConfig:
-        """The settings the current plan was made with (every step after the plan)."""
-        return planned_config(self.config())
+        """The settings the current plan was made with (every step after the plan); where the data
+        lies (``dataset``) is this run's when it names one: a moved dataset keeps its plan."""
+        planned = planned_config(self.config())
+        return replace(planned, dataset=self.dataset) if self.dataset else planned
 
     @staticmethod
     def values_of(cfg: PlatformConfig) -> dict[str, Any]:

@@ -1,8 +1,12 @@
 """Layer 2: the asset graph materialized with a Dagster test instance."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -15,11 +19,11 @@ from ensemble_assets.definitions import defs
 from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
 from ensemble_assets.defs.ensemble.assets import consolidated_model
 from ensemble_assets.defs.partitions import gene_subsets
-from ensemble_assets.defs.planning.assets import training_plan
+from ensemble_assets.defs.planning.assets import plan_fingerprint, plan_out_of_date, training_plan
 from ensemble_assets.defs.training.assets import instance_model
 from ensemble_assets.defs.training.retraining import partitions_to_train
 from ensemble_assets.runs import materialize
-from ensemble_assets_tests.conftest import REPO, make_config, train_graph
+from ensemble_assets_tests.conftest import FAST_TRAINING, REPO, make_config, train_graph
 
 PLAN = [gene_inventory, feature_screening, training_plan]
 
@@ -67,6 +71,52 @@ def test_replanning_unchanged_genes_keeps_partitions_and_changed_genes_replace_t
         new_keys = instance.get_dynamic_partitions(gene_subsets.name)
         assert set(new_keys).isdisjoint(keys)
         assert sorted(partitions_to_train(instance, new_keys)) == sorted(new_keys)
+
+
+def test_replans_of_unchanged_data_keep_every_key_and_retrain_nothing(parallel_dataset, tmp_path):
+    """A re-plan after a touch of every file, after a move of the dataset, and after feature
+    screening is re-materialized gives the same partition keys and trains nothing: the keys hash
+    exact fill values (several DuckDB threads over 60 files) and the dataset is known by content."""
+    here = Path(shutil.copytree(parallel_dataset, tmp_path / "here" / "demo"))
+
+    def configure(dataset):   # 2 threads: DuckDB scans in parallel
+        cfg = replace(make_config(tmp_path / "root", dataset, genes_per_instance=60),
+                      training=replace(FAST_TRAINING, nthread=2))
+        return cfg
+
+    cfg = configure(here)
+    with dg.instance_for_test() as instance:
+        ok, err = materialize(cfg, instance, PLAN)
+        assert ok, err
+        keys = sorted(instance.get_dynamic_partitions(gene_subsets.name))
+        assert len(keys) >= 2
+        for k in keys:
+            ok, err = materialize(cfg, instance, [instance_model], partition_key=k)
+            assert ok, err
+        fingerprint, (_, fill) = plan_fingerprint(cfg), artifacts.load_features(cfg)
+
+        def replan_keeps_everything(cfg, assets=PLAN):
+            ok, err = materialize(cfg, instance, assets)
+            assert ok, err
+            assert sorted(instance.get_dynamic_partitions(gene_subsets.name)) == keys
+            assert sorted(s["key"] for s in artifacts.load_plan(cfg)["subsets"]) == keys
+            assert artifacts.load_features(cfg)[1] == fill   # == on floats: the same bits
+            assert partitions_to_train(instance, keys, cfg=cfg) == []
+            assert plan_out_of_date(cfg, instance) is None
+
+        for f in (here / "master").glob("*.parquet"):   # a touch of every file
+            os.utime(f, ns=(2_000_000_000_000_000_000, 2_000_000_000_000_000_000))
+        assert plan_fingerprint(cfg) == fingerprint and plan_out_of_date(cfg, instance) is None
+        replan_keeps_everything(cfg)
+
+        moved = Path(shutil.move(here.parent, tmp_path / "elsewhere")) / "demo"   # another directory
+        cfg = configure(moved)
+        assert plan_fingerprint(cfg) == fingerprint
+        assert plan_out_of_date(cfg, instance)[0] == "dataset moved"   # its runs must read the new path
+        replan_keeps_everything(cfg)
+        assert artifacts.load_plan(cfg)["dataset"] == str(moved.resolve())
+
+        replan_keeps_everything(cfg, [feature_screening, training_plan])   # screening recomputed alone
 
 
 def test_consolidation_refuses_while_partitions_are_missing(tiny_dataset, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -109,6 +110,29 @@ def test_schedule_recomputes_the_plan_when_its_inputs_change(planned):
     dg.validate_run_config(defs.resolve_job_def("retraining_job"), request.run_config)
     settings = request.run_config["resources"]["ensemble"]["config"]
     assert settings["plan"]["genes_per_instance"] == 20 and settings["dataset"] == str(cfg.dataset_path)
+
+
+def test_schedule_knows_the_dataset_by_content_not_by_path_or_time(planned):
+    cfg, instance, keys = planned
+    for k in keys:
+        mark_materialized(instance, k)
+    files = sorted((cfg.dataset_path / "master").glob("*.parquet"))
+    for f in files:   # a touch of every file: nothing to do
+        os.utime(f, ns=(4_000_000_000_000_000_000, 4_000_000_000_000_000_000))
+    assert tick(cfg, instance, dt.datetime(2026, 1, 5, 3, tzinfo=dt.timezone.utc)).run_requests == []
+    # moved: the same fingerprint, but the plan is remade where the data now lies (same keys)
+    moved = make_config(cfg.root, Path(shutil.move(cfg.dataset_path, cfg.root.parent / "moved")), genes_per_instance=20)
+    (request,) = tick(moved, instance, dt.datetime(2026, 1, 12, 3, tzinfo=dt.timezone.utc)).run_requests
+    assert request.tags["ensemble_assets/reason"] == "dataset moved" and request.partition_key is None
+    ok, err = materialize(moved, instance, PLAN)
+    assert ok, err
+    assert sorted(instance.get_dynamic_partitions(gene_subsets.name)) == sorted(keys)
+    assert tick(moved, instance, dt.datetime(2026, 1, 19, 3, tzinfo=dt.timezone.utc)).run_requests == []
+    # new content: a new plan
+    first = moved.dataset_path / "master" / files[0].name
+    pq.write_table(pq.read_table(first).slice(1), first)
+    (request,) = tick(moved, instance, dt.datetime(2026, 1, 26, 3, tzinfo=dt.timezone.utc)).run_requests
+    assert request.tags["ensemble_assets/reason"] == "plan inputs changed"
 
 
 def test_schedule_and_sensors_are_on_by_default():

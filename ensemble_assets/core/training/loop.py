@@ -48,7 +48,6 @@ from ensemble_assets.core.training.folds import CURVE_COLUMNS, fold_splits, new_
 from ensemble_assets.core.training.kinds import get_kind
 from ensemble_assets.core.training.settings import MODEL_FORMAT, MODEL_FORMAT_VERSION, OOF_SCOPE, TrainingSettings
 
-
 # train_instance's progress lines (rows loaded, each fold and class, the final model) go to its
 # ``log`` callable (the asset's: the run's log in the UI) and to this Python logger, which prints
 # nothing unless a caller gives it a handler (``ensemble-assets train`` does)
