@@ -30,7 +30,7 @@ from fractions import Fraction
 
 import numpy as np
 
-MEAN_BITS = 62          # |q| ≤ 2^62: a BIGINT; 2^65 rows fit a HUGEINT sum
+MEAN_BITS = 62          # |q| ≤ 2^62: a BIGINT; sums of up to 2^64 rows fit a HUGEINT
 CORRELATION_BITS = 30   # |q| ≤ 2^30: q² ≤ 2^60 is a BIGINT too
 
 

@@ -217,7 +217,7 @@ def _stats_queries(con, ds: ParquetDataset, columns: list[str], settings: Screen
             aggs += [f"count({d})", f"count_if(isnan({d}))", f"count_if(isinf({d}))", f"min({finite[c]})",
                      f"max({finite[c]})"]
         vals = con.sql(f"SELECT {', '.join(aggs)} FROM {src}", params=p).fetchall()[0]
-        scaled, sums, scales = [], [], {}
+        finite_cols, scaled, sums, scales = [], [], [], {}
         for j, c in enumerate(part):
             nn, nan, inf, mn, mx = vals[5 * j:5 * j + 5]
             out[c] = {"non_null": int(nn), "nan_count": int(nan), "inf_count": int(inf), "min": mn, "max": mx,
@@ -228,14 +228,16 @@ def _stats_queries(con, ds: ParquetDataset, columns: list[str], settings: Screen
             k_mean = scale_exponent(bound, MEAN_BITS) if bound else 0
             center, half = center_and_bound(mn, mx)
             k_corr = scale_exponent(half, CORRELATION_BITS) if half else 0
-            m, q = _quote(internal_name(ds, f"m{j}")), _quote(internal_name(ds, f"q{j}"))
-            scaled += [f"{fixed_point_sql(finite[c], k_mean)} AS {m}", f"{fixed_point_sql(finite[c], k_corr, center)} AS {q}"]
+            f, m, q = (_quote(internal_name(ds, f"{n}{j}")) for n in ("f", "m", "q"))
+            finite_cols.append(f"{finite[c]} AS {f}")
+            scaled += [f"{fixed_point_sql(f, k_mean)} AS {m}", f"{fixed_point_sql(f, k_corr, center)} AS {q}"]
             sums += [f"sum({m})", f"count({q})", f"sum({q})", f"sum({q} * {q})"]
             scales[c] = (k_mean, len(scales))
         if scales:
             groups = con.sql(
-                f"SELECT {smp}, {pos}, {', '.join(sums)} FROM (SELECT {', '.join(scaled)}, {in_sample} AS {smp}, "
-                f"({LABEL_SQL}) > 0 AS {pos} FROM {src}) GROUP BY ALL", params=p).fetchall()
+                f"SELECT {smp}, {pos}, {', '.join(sums)} FROM (SELECT {', '.join(scaled)}, {smp}, {pos} FROM "
+                f"(SELECT {', '.join(finite_cols)}, {in_sample} AS {smp}, ({LABEL_SQL}) > 0 AS {pos} FROM {src})) "
+                "GROUP BY ALL", params=p).fetchall()
             for c, (k_mean, j) in scales.items():
                 _exact_mean_and_correlation(out[c], groups, k_mean, j)
         for c in part:
