@@ -28,8 +28,7 @@ def dataset_content_digest(dataset: str | Path) -> str:
     if not root.exists():
         h.update(b"\0missing")
         return h.hexdigest()
-    declaration = declaration_path(root)  # its row selection decides the gene-context default
-    for f in parquet_files(root) + ([declaration] if declaration.is_file() else []):
+    for f in parquet_files(root):
         name = "" if f == root else f.name   # a one-file dataset: its content alone
         h.update(f"\0{name}\0{sha256_file(f)}".encode())
     return h.hexdigest()
@@ -43,4 +42,7 @@ def plan_inputs_fingerprint(dataset: str | Path, settings: Mapping[str, Any]) ->
     instances). Cost: one streamed read of the dataset's files (about 1 s per 100 MB)."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(dataset_content_digest(dataset).encode())
+    declaration = declaration_path(Path(dataset).expanduser())  # its row selection decides the gene-context default
+    if declaration.is_file():
+        h.update(b"\0dataset.json\0" + sha256_file(declaration).encode())
     return h.hexdigest()[:16]
