@@ -19,6 +19,7 @@ What could vary, and how it is controlled (README, "Reliability and security"):
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import replace
 from fractions import Fraction
 
@@ -90,6 +91,7 @@ def test_screening_statistics_are_bit_identical_whatever_the_threads_and_the_row
     # the same rows in one file, in reverse order, in row groups of 500 rows
     reordered = tmp_path / "reordered"
     reordered.mkdir()
+    shutil.copy(parallel_dataset / "dataset.json", reordered / "dataset.json")   # the same declaration
     table = pa.concat_tables([pq.read_table(f) for f in ds.files], promote_options="default")
     pq.write_table(table.take(np.arange(table.num_rows)[::-1]), reordered / "all.parquet", row_group_size=500)
     runs.append(screen_features(open_dataset(reordered), genes, threads=4))
