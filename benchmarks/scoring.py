@@ -4,9 +4,10 @@ own ``inplace_predict`` on the same rows, peak memory, and an input 10× larger.
     python -m benchmarks.scoring --model $RUN/artifacts/models/<version> \\
         --input ../shared/data/atha_chr1 --out $BENCH --scale 10
 
-1. ``score``: ``score_dataset`` over ``--input`` in a fresh process (its own peak RSS): the gene
-   layout pass, whole-gene batches from Parquet, features, one merged-booster call per batch,
-   calibration, calls and the Parquet output. Rate: rows × trees / seconds.
+1. ``score``: ``score_dataset`` over ``--input`` in a fresh process (its own peak RSS, VmHWM):
+   opening the files, the gene layout pass, whole-gene batches from Parquet, features, one
+   merged-booster call per batch, calibration, calls and the Parquet output (model loading is
+   reported apart). Rate: rows × trees / seconds.
 2. ``yardstick``: in this process, the same rows as one float32 matrix (built on the same path,
    not timed), then ``merged.inplace_predict`` on it alone: rows × trees / seconds (best of 2).
 3. ``scaled``: ``--scale`` copies of every input file with renamed gene ids (``<gene>~r<k>``),
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -33,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def _child_score(model: str, source: str, output: str, batch_rows: int) -> dict[str, Any]:
     """(fresh process) score ``source``; prints one JSON line."""
+    from ensemble_assets.core.planning.capacity import peak_rss_bytes
     from ensemble_assets.core.scoring.model_ref import resolve_scoring_model
     from ensemble_assets.core.scoring.score import score_dataset
 
@@ -44,7 +45,7 @@ def _child_score(model: str, source: str, output: str, batch_rows: int) -> dict[
     return {"rows": r.rows, "genes": r.genes, "seconds": r.seconds, "model_load_seconds": load_s,
             "rows_per_s": r.rows_per_s, "trees": trees, "columns_read": len(r.columns_read),
             "scattered_genes": r.scattered_genes, "calls": r.calls,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_bytes": peak_rss_bytes(),   # VmHWM: ru_maxrss would include the parent's RSS at fork
             "output_bytes": Path(output).stat().st_size}
 
 
