@@ -134,3 +134,20 @@ def test_gene_context_depends_only_on_candidate_rows(tiny_dataset):
     # dropping candidate rows does change their neighbours' features (the test can fail)
     sparse = keep & (~is_candidate | (np.arange(t.num_rows) % 2 == 0))
     assert not np.array_equal(align_features(t.filter(pa.array(sparse)), features, fill), full[sparse])
+
+
+def test_gene_context_search_of_all_genes_at_once_equals_gene_by_gene():
+    from ensemble_assets.core.data.features import _nearest, _nearest_by_gene
+
+    rng = np.random.default_rng(5)
+    per_gene = [np.sort(rng.choice(500, size=k, replace=False)).astype(float) for k in (0, 1, 7, 40, 3)]
+    inverse = rng.integers(0, len(per_gene), 2000)
+    pos = rng.integers(-5, 510, 2000).astype(float)
+    pos[::50] = np.nan
+    fast, slow = _nearest(per_gene, inverse, pos), _nearest_by_gene(per_gene, inverse, pos)
+    known = np.isfinite(pos)   # rows without a position get NaN features whatever the index
+    for a, b in zip(fast[:2], slow[:2]):
+        np.testing.assert_array_equal(a[known], b[known])
+    np.testing.assert_array_equal(fast[2], slow[2])
+    assert (fast[0] >= 0).any() and (fast[0] < 0).any() and (fast[1] >= 0).any() and (fast[1] < 0).any()
+    assert _nearest(per_gene, inverse, pos + 0.5) is None   # not whole numbers: gene by gene
