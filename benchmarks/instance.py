@@ -36,6 +36,7 @@ from typing import Any
 
 from benchmarks.report import load_result, render, report_paths
 from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core.artifacts import planned_config
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.data.contract import label_codes, open_dataset
 from ensemble_assets.core.evaluation.metrics import evaluate
@@ -134,7 +135,6 @@ def prepare(root: Path, spec: DemoSpec, workers: int, nthread: int = 2) -> dict[
     out["rows"] = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     out["files"] = len(files)
     out["disk_bytes"] = sum(f.stat().st_size for f in files)
-    cfg.save()
     paths = artifacts.paths(cfg)
     if not paths["inventory"].is_file():
         t = time.perf_counter()
@@ -398,7 +398,7 @@ def cmd_inference(args: argparse.Namespace) -> int:
 
 def _plan_instance_child(args: argparse.Namespace) -> int:
     """(fresh process) one partition of the plan, as the instance_model asset runs it."""
-    cfg = PlatformConfig.load(args.root)
+    cfg = planned_config(PlatformConfig(data_root=str(args.root)))
     t = time.perf_counter()
     m = stages.run_instance(cfg, args.key, log=lambda s: print(f"[{args.key}] {s}", file=sys.stderr, flush=True))
     print(json.dumps({"key": args.key, "wall_seconds": round(time.perf_counter() - t, 3), "timings": m["timings"],
@@ -442,7 +442,6 @@ def cmd_gpu(args: argparse.Namespace) -> int:
     if not inventory_matches:  # train anyway (the plan needs only genes and rough sizes) and say so
         print(f"WARNING: the generated dataset does not match the carried inventory ({len(got)} vs {len(want)} "
               f"genes, {sum(got.values())} vs {sum(want.values())} rows)", file=sys.stderr, flush=True)
-    cfg.save()
     plan = stages.run_plan(cfg)
     timings["check_and_plan"] = time.perf_counter() - t
     keys = [s["key"] for s in plan["subsets"]]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from ensemble_assets.core.artifacts import model_store
+from ensemble_assets.core.artifacts import model_store, planned_config
 from ensemble_assets.core.config import DEMO_GENES_PER_INSTANCE, PlatformConfig, default_data_root
 from ensemble_assets.core.model.versions import store_actor
+from ensemble_assets.core.planning.plan import describe_holdout
+from ensemble_assets.core.training.loop import PROGRESS_LOGGER
 from ensemble_assets.core.training.settings import DEFAULT_INSTANCE_KIND, INSTANCE_KINDS, TrainingSettings
 
 
@@ -32,11 +36,13 @@ def _instance(cfg: PlatformConfig):
 def build_config(args: argparse.Namespace) -> PlatformConfig:
     base = PlatformConfig(data_root=str(Path(args.data_root).resolve()) if args.data_root else str(default_data_root()))
     dataset = str(Path(args.dataset).expanduser().resolve()) if args.dataset else ""
-    gpi = args.genes_per_instance or (DEMO_GENES_PER_INSTANCE if not dataset else 1500)
+    # a dataset: None = as many genes as fit one instance's memory budget (PlanSettings); the demo
+    # keeps small instances so that it shows several partitions
+    gpi = args.genes_per_instance or (DEMO_GENES_PER_INSTANCE if not dataset else None)
     plan = replace(base.plan, genes_per_instance=gpi, instance_overlap=args.instance_overlap,
                    max_instances=args.max_instances, sample_genes=args.sample_genes,
                    train_all_genes=args.train_all_genes, holdout_fraction=args.holdout_fraction,
-                   seed=args.seed)
+                   holdout_chromosomes=tuple(args.holdout_chromosomes or ()), seed=args.seed)
     training = replace(base.training, n_folds=args.n_folds, n_estimators=args.n_estimators,
                        device=args.device, calibration=args.calibration, nthread=args.threads, seed=args.seed)
     training = replace(training, instance_kind=args.instance_kind, max_sample_rows=args.max_sample_rows,
@@ -45,6 +51,25 @@ def build_config(args: argparse.Namespace) -> PlatformConfig:
                         kmer_sizes=tuple(args.kmer_sizes) if args.kmer_sizes else None,
                         gene_context=args.gene_context)
     return replace(base, dataset=dataset, plan=plan, training=training, screening=screening)
+
+
+@contextmanager
+def _printing_progress():
+    """Print the instance's progress lines (``PROGRESS_LOGGER``: rows loaded, each fold and class with
+    its best iteration and validation log loss, the final model), indented, while training."""
+    logger = logging.getLogger(PROGRESS_LOGGER)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("    %(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _json_object(text: str | None, flag: str) -> dict:
@@ -84,7 +109,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = build_config(args).validate()  # bad settings: refused before anything is read or written
     instance = _instance(cfg)
-    cfg.save()
     print(f"dataset: {cfg.dataset_path}   data root: {cfg.root}")
     ok, errors = materialize(cfg, instance, [gene_inventory, feature_screening, training_plan])
     if not ok:
@@ -93,15 +117,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan = artifacts.load_plan(cfg)
     keys = [s["key"] for s in plan["subsets"]]
     todo = partitions_to_train(instance, keys, force=args.force_retrain_all, cfg=cfg)
-    print(f"plan: {plan['strategy']}, {len(keys)} instance(s) of ≤{plan['genes_per_instance']} genes, "
-          f"{len(plan['holdout_genes'])} holdout genes")
+    print(f"plan: {plan['strategy']}, {len(keys)} instance(s) of ≤{plan['genes_per_instance']} genes; "
+          f"held out: {describe_holdout(plan)}")
     if not todo:
         print(f"nothing to retrain: all {len(keys)} instance_model partitions are materialized "
               "with unchanged genes, features, settings and code")
     failed = []
     for i, key in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] training instance_model partition {key} ...", flush=True)
-        ok, errors = materialize(cfg, instance, [instance_model], partition_key=key)
+        with _printing_progress():
+            ok, errors = materialize(cfg, instance, [instance_model], partition_key=key)
         if not ok:
             failed.append(key)
             print(f"  FAILED: {'; '.join(errors)}", file=sys.stderr)
@@ -161,8 +186,8 @@ def _evaluate(cfg: PlatformConfig, instance) -> int:
         print("evaluation failed:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
     ev = reports.load_holdout_metrics(cfg)
-    print(f"\n{ev['scope']} evaluation, base vs meta ({ev['genes']} genes, {ev['rows']} rows never trained on by "
-          f"the evaluated model; thresholds chosen out-of-fold):")
+    print(f"\n{ev['scope']} evaluation, base vs meta — held out: {ev.get('holdout', 'genes')} ({ev['genes']} genes, "
+          f"{ev['rows']} rows never trained on by the evaluated model; thresholds chosen out-of-fold):")
     print(reports.format_table(ev["headline"], columns=reports.HEADLINE_COLUMNS))
     print(f"reports: {reports.report_paths(cfg)['dir']}")
     return 0
@@ -174,7 +199,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ensemble_assets.core.scoring.model_ref import resolve_scoring_model
     from ensemble_assets.core.scoring.score import Progress, every, score_dataset
 
-    cfg = PlatformConfig.load(args.data_root)
+    cfg = _data_root_config(args)
     sm = resolve_scoring_model(args.model, store=model_store(cfg), threshold=args.threshold)
     print(f"model {sm.path} (version {sm.version}, {sm.model.total_instances} instance(s)); splice threshold "
           f"{sm.threshold:.4f}: {sm.threshold_source}", file=sys.stderr)
@@ -192,13 +217,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_root_config(args: argparse.Namespace) -> PlatformConfig:
+    """The settings in force at ``--data-root`` (else the default data root): the current plan's."""
+    root = str(Path(args.data_root).resolve()) if args.data_root else str(default_data_root())
+    return planned_config(PlatformConfig(data_root=root))
+
+
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     """``models list | history | promote VERSION | rollback``: the versions under <artifacts>/models."""
-    store = model_store(PlatformConfig.load(args.data_root))
+    store = model_store(_data_root_config(args))
     if args.models_command == "list":
         rows = store.versions()
         if not rows:
@@ -279,7 +310,8 @@ def parser() -> argparse.ArgumentParser:
                                      "default: the demo dataset, generated if absent")
     t.add_argument("--data-root", help="artifacts root (default: $ENSEMBLE_ASSETS_DATA, else ./data)")
     t.add_argument("--genes-per-instance", type=int, default=None,
-                   help=f"default 1500 ({DEMO_GENES_PER_INSTANCE} for the demo dataset)")
+                   help="default: as many as fit one instance's memory budget (one instance where the "
+                        f"training genes fit); {DEMO_GENES_PER_INSTANCE} for the demo dataset")
     t.add_argument("--instance-overlap", type=float, default=0.1)
     t.add_argument("--max-instances", type=int, default=10)
     t.add_argument("--n-folds", type=int, default=5)
@@ -287,17 +319,22 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--sample-genes", type=int, default=None, help="train on this many whole genes (seeded)")
     t.add_argument("--train-all-genes", action="store_true", help="no holdout genes")
     t.add_argument("--holdout-fraction", type=float, default=0.1)
+    t.add_argument("--holdout-chromosomes", nargs="+", metavar="CHR",
+                   help="hold out every gene of these chromosomes (names as in the data's 'chrom' column) "
+                        "instead of a random --holdout-fraction of the genes")
     t.add_argument("--force-retrain-all", action="store_true")
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     t.add_argument("--calibration", default="isotonic", choices=["isotonic", "platt", "none"])
     t.add_argument("--threads", type=int, default=0, help="XGBoost threads (0: all cores)")
     t.add_argument("--exclude", nargs="*", help="feature columns to exclude")
-    t.add_argument("--gene-context", action="store_true",
-                   help="add the distances to the gene's nearest other candidate donor / acceptor (score >= 0.1) "
-                        "as features; only for a dataset holding every position scoring >= 0.1, as "
-                        "MetaSpliceAI datasets do (every position >= 0.02)")
+    t.add_argument("--gene-context", action=argparse.BooleanOptionalAction, default=None,
+                   help="the distances to the gene's nearest other candidate donor / acceptor (score >= 0.1) as "
+                        "features: honest only for a dataset holding every position scoring >= 0.1. Default: on "
+                        "when the dataset's dataset.json declares that (row_selection), else off; the reason is "
+                        "in feature_screening's metadata")
     t.add_argument("--kmer-sizes", nargs="*", type=int,
-                   help="k-mer sizes to keep as features, e.g. 3 (default: every size in the dataset)")
+                   help="k-mer sizes to keep as features, e.g. 3 5 (default: the sizes up to 3; larger ones "
+                        "added nothing measurable on atha_chr1, docs/results.md)")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--skip-shap", action="store_true", help="do not materialize instance_shap / ensemble_shap")
     t.add_argument("--instance-kind", default=DEFAULT_INSTANCE_KIND, choices=INSTANCE_KINDS,

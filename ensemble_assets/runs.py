@@ -13,7 +13,7 @@ import dagster as dg
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.definitions import defs
 from ensemble_assets.defs.concurrency import SEQUENTIAL_RUN_TAG
-from ensemble_assets.defs.resources import EnsembleResource
+from ensemble_assets.defs.resources import RESOURCE_KEY, EnsembleResource, run_config_for
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -40,9 +40,11 @@ def materialize(cfg: PlatformConfig, instance: dg.DagsterInstance, selection: Se
     checks = list(defs.asset_checks or [])
     result = dg.materialize(
         [*assets, *checks], instance=instance, partition_key=partition_key, raise_on_error=False,
-        resources={"ensemble": EnsembleResource(data_root=cfg.data_root)},
+        resources={RESOURCE_KEY: EnsembleResource()},
         selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks_for_assets(*selection),
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **(run_config or {})},
+        # the settings travel as run config, so the run's page in the UI shows them
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **run_config_for(cfg),
+                    **(run_config or {})},
         tags={SEQUENTIAL_RUN_TAG: "true"},  # one partition at a time: each may use every core
     )
     return result.success, failure_messages(result)

@@ -1,11 +1,13 @@
-"""Shared fixtures: small generated datasets and fast settings. Nothing here needs ../shared,
+"""Shared fixtures: small generated datasets, fast settings, the suite's one config builder, its one
+runner of the whole graph and the graph trained once per session. Nothing here needs ../shared,
 except ``atha_chr1``, which skips (with the reason) where the real dataset is absent."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from ensemble_assets.core.config import PlatformConfig
@@ -17,6 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 ATHA = REPO.parent / "shared" / "data" / "atha_chr1"
 
 TINY_SPEC = DemoSpec(n_genes=48, rows_per_gene=30, kmer_sizes=(2, 3), genes_per_file=16, seed=3)
+# 60 files of 2 genes (~6k rows): DuckDB scans the files on several threads and combines their
+# partial aggregates in whatever order the threads finish (the tests of reproducible keys)
+PARALLEL_SPEC = DemoSpec(n_genes=120, rows_per_gene=30, kmer_sizes=(2,), genes_per_file=2, seed=5)
 FAST_TRAINING = TrainingSettings(n_folds=3, n_estimators=25, early_stopping_rounds=5, nthread=1,
                                  max_depth=4, batch_rows=512)
 
@@ -29,14 +34,22 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return out
 
 
-def make_config(root: Path, dataset: Path, genes_per_instance: int = 20, **plan) -> PlatformConfig:
-    cfg = PlatformConfig(
+@pytest.fixture(scope="session")
+def parallel_dataset(tmp_path_factory) -> Path:
+    """120 demo genes in 60 Parquet files (``PARALLEL_SPEC``; written once per session; read-only)."""
+    out = tmp_path_factory.mktemp("parallel") / "demo"
+    write_demo_dataset(out, PARALLEL_SPEC)
+    return out
+
+
+def make_config(root: Path, dataset: Path, genes_per_instance: int = 20, training: dict | None = None,
+                **plan) -> PlatformConfig:
+    """The suite's one config builder: small instances and fast training on ``dataset``."""
+    return PlatformConfig(
         data_root=str(root), dataset=str(dataset),
         plan=replace(PlanSettings(), genes_per_instance=genes_per_instance, **plan),
-        training=FAST_TRAINING,
+        training=replace(FAST_TRAINING, **(training or {})),
     )
-    cfg.save()
-    return cfg
 
 
 @pytest.fixture
@@ -44,3 +57,47 @@ def atha_chr1() -> Path:
     if not (ATHA / "master").is_dir():
         pytest.skip(f"real dataset not present at {ATHA} (it ships beside the repository in CI only)")
     return ATHA
+
+
+def train_graph(cfg: PlatformConfig, instance: dg.DagsterInstance) -> list[str]:
+    """The suite's one runner of the whole graph: inventory, screening and plan, every partition of
+    the plan, then the consolidated model, each asserted to succeed. Returns the partition keys."""
+    from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
+    from ensemble_assets.defs.ensemble.assets import consolidated_model
+    from ensemble_assets.defs.partitions import gene_subsets
+    from ensemble_assets.defs.planning.assets import training_plan
+    from ensemble_assets.defs.training.assets import instance_model
+    from ensemble_assets.runs import materialize
+
+    ok, err = materialize(cfg, instance, [gene_inventory, feature_screening, training_plan], log=lambda m: None)
+    assert ok, err
+    keys = sorted(instance.get_dynamic_partitions(gene_subsets.name))
+    for k in keys:
+        ok, err = materialize(cfg, instance, [instance_model], partition_key=k, log=lambda m: None)
+        assert ok, err
+    ok, err = materialize(cfg, instance, [consolidated_model], log=lambda m: None)
+    assert ok, err
+    return keys
+
+
+@dataclass
+class TrainedGraph:
+    cfg: PlatformConfig
+    instance: dg.DagsterInstance
+    keys: list[str]
+
+
+@pytest.fixture(scope="session")
+def trained_graph(tiny_dataset, tmp_path_factory) -> TrainedGraph:
+    """The whole graph trained once per session on the tiny dataset (instances of 16 genes), with the
+    evaluation assets materialized, in its own Dagster test instance. Tests only read it and add
+    materializations; a test that damages or changes files copies the data root first."""
+    from ensemble_assets.defs.evaluation.assets import evaluation_assets
+    from ensemble_assets.runs import materialize
+
+    cfg = make_config(tmp_path_factory.mktemp("trained_graph") / "root", tiny_dataset, genes_per_instance=16)
+    with dg.instance_for_test() as instance:
+        keys = train_graph(cfg, instance)
+        ok, err = materialize(cfg, instance, evaluation_assets, log=lambda m: None)
+        assert ok, err
+        yield TrainedGraph(cfg, instance, keys)

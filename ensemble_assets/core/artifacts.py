@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,14 @@ def load_plan(cfg: PlatformConfig) -> dict[str, Any]:
 def instance_manifest(cfg: PlatformConfig, key: str) -> dict[str, Any] | None:
     f = cfg.instance_dir(key) / "manifest.json"
     return read_json(f) if f.is_file() else None
+
+
+def planned_config(cfg: PlatformConfig) -> PlatformConfig:
+    """The settings the current plan was made with (``training_plan.json`` records them), at
+    ``cfg``'s data root; ``cfg`` itself while no plan records any. Every step after the plan uses
+    these, so a partition launched from the UI trains exactly what the plan planned."""
+    p = paths(cfg)["plan"]
+    recorded = read_json(p).get("config") if p.is_file() else None
+    if not recorded:
+        return cfg
+    return replace(PlatformConfig.from_dict(recorded), data_root=cfg.data_root)

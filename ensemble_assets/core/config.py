@@ -1,20 +1,21 @@
 """The platform configuration: where the data is and how to screen, plan and train.
 
-One JSON file (``<data_root>/ensemble_config.json``, written by ``ensemble-assets train``) is the
-configuration that the CLI and the Dagster UI share, so a run launched from the UI trains exactly
-what the last ``train`` set up. Without it the defaults train on the demo dataset.
+The defaults are in code (the settings dataclasses); a Dagster run gets its settings as resource
+config (``defs/resources.py``), ``ensemble-assets train`` from its flags. The plan records the
+settings it was made with, and every later step uses those (``artifacts.planned_config``).
+Without settings the defaults train on the demo dataset under the data root.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ensemble_assets.core.data.screening import ScreeningSettings
 from ensemble_assets.core.evaluation.holdout import EvaluationSettings
-from ensemble_assets.core.io import read_json, safe_component, write_json
+from ensemble_assets.core.io import safe_component
 from ensemble_assets.core.model.promotion import PromotionSettings
 from ensemble_assets.core.planning.plan import PlanSettings
 from ensemble_assets.core.scoring.settings import ScoringSettings
@@ -22,7 +23,8 @@ from ensemble_assets.core.training.settings import TrainingSettings
 
 DATA_ROOT_ENV = "ENSEMBLE_ASSETS_DATA"
 DEFAULT_DATA_ROOT = "data"   # relative to the directory a command runs in
-CONFIG_NAME = "ensemble_config.json"
+# where the data lies, not what it is: never part of a fingerprint or a partition key
+LOCATION_FIELDS = ("data_root", "dataset")
 # a demo-sized default: the demo's ~240 genes then make several instances
 DEMO_GENES_PER_INSTANCE = 100
 
@@ -80,6 +82,11 @@ class PlatformConfig:
         d["training"]["estimator_params"] = dict(self.training.estimator_params)  # a JSON object
         return d
 
+    def settings_dict(self) -> dict[str, Any]:
+        """``to_dict`` without where the data lies (``LOCATION_FIELDS``): what a plan made from
+        these settings depends on, the same after the data root or the dataset moves."""
+        return {k: v for k, v in self.to_dict().items() if k not in LOCATION_FIELDS}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PlatformConfig":
         def build(klass, values):
@@ -100,15 +107,3 @@ class PlatformConfig:
             promotion=build(PromotionSettings, d.get("promotion", {})),
             scoring=build(ScoringSettings, d.get("scoring", {})),
         )
-
-    def save(self) -> Path:
-        return write_json(self.root / CONFIG_NAME, self.to_dict())
-
-    @classmethod
-    def load(cls, data_root: str | Path | None = None) -> "PlatformConfig":
-        root = Path(data_root) if data_root else default_data_root()
-        path = Path(os.environ["ENSEMBLE_ASSETS_CONFIG"]) if os.environ.get("ENSEMBLE_ASSETS_CONFIG") else root / CONFIG_NAME
-        if path.is_file():
-            cfg = cls.from_dict(read_json(path))
-            return replace(cfg, data_root=str(root)) if data_root else cfg
-        return cls(data_root=str(root))

@@ -13,6 +13,13 @@ import pyarrow.parquet as pq
 from ensemble_assets.core.artifacts import load_features, load_plan, model_store, paths
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.data.contract import ParquetDataset, open_dataset
+from ensemble_assets.core.data.declaration import (
+    GeneContextDecision,
+    check_chromosomes,
+    declaration_path,
+    gene_context_decision,
+    read_declaration,
+)
 from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.schema import CLASSES
 from ensemble_assets.core.data.screening import screen_features
@@ -40,7 +47,13 @@ from ensemble_assets.core.io import atomic_path, read_json, sha256_text, write_j
 from ensemble_assets.core.model.ensemble import consolidate, load_model
 from ensemble_assets.core.model.promotion import GATE_ACTOR, PromotionDecision, decide
 from ensemble_assets.core.planning.freshness import plan_inputs_fingerprint
-from ensemble_assets.core.planning.plan import check_instance_memory, make_plan, plan_table, subset_for_key
+from ensemble_assets.core.planning.plan import (
+    check_instance_memory,
+    describe_holdout,
+    make_plan,
+    plan_table,
+    subset_for_key,
+)
 from ensemble_assets.core.scoring.coverage import Coverage, check_coverage
 from ensemble_assets.core.scoring.model_ref import resolve_scoring_model
 from ensemble_assets.core.scoring.score import every, open_target, score_dataset
@@ -72,8 +85,12 @@ def ensure_dataset(cfg: PlatformConfig, log: Log = _quiet) -> ParquetDataset:
 
 def run_inventory(cfg: PlatformConfig, log: Log = _quiet) -> tuple[pa.Table, dict[str, Any]]:
     ds = ensure_dataset(cfg, log)
+    declaration = read_declaration(ds.root)  # a bad dataset.json fails here, before any scan
     inventory, profile = build_gene_inventory(ds, threads=cfg.training.nthread or 2)
+    check_chromosomes(declaration, list(profile.get("genes_per_chromosome", {})))
     profile["dataset"] = str(ds.root)
+    profile["declaration"] = declaration.to_dict() if declaration else None
+    log(f"declaration: {declaration.path}" if declaration else f"declaration: none ({declaration_path(ds.root)} absent)")
     p = paths(cfg)
     write_parquet(p["inventory"], inventory)
     write_json(p["profile"], profile)
@@ -83,9 +100,15 @@ def run_inventory(cfg: PlatformConfig, log: Log = _quiet) -> tuple[pa.Table, dic
 def run_screening(cfg: PlatformConfig, log: Log = _quiet) -> pa.Table:
     ds = open_dataset(cfg.dataset_path)
     genes = pq.read_table(paths(cfg)["inventory"], columns=["gene_id"]).column(0).to_pylist()
+    log(gene_context_status(cfg).reason)
     manifest = screen_features(ds, genes, cfg.screening, threads=cfg.training.nthread or 2)
     write_parquet(paths(cfg)["manifest"], manifest)
     return manifest
+
+
+def gene_context_status(cfg: PlatformConfig) -> GeneContextDecision:
+    """Whether screening computes the gene-context features for this dataset and settings, and why."""
+    return gene_context_decision(cfg.screening.gene_context, read_declaration(cfg.dataset_path))
 
 
 def model_signature(features: list[str], fill: dict[str, float], cfg: PlatformConfig) -> str:
@@ -102,6 +125,8 @@ def run_plan(cfg: PlatformConfig, log: Log = _quiet) -> dict[str, Any]:
     plan = make_plan(inventory, len(features), cfg.plan, model_signature(features, fill, cfg),
                      min_genes_per_instance=cfg.training.n_folds)
     plan["dataset"] = str(cfg.dataset_path.resolve())
+    # the settings of every later step (artifacts.planned_config); the data root is where the plan is
+    plan["config"] = {k: v for k, v in cfg.to_dict().items() if k != "data_root"}
     # The measured memory budget (psutil's available memory × memory_fraction) changes from one
     # run to the next; it is kept beside the plan, so that the plan file is a function of the
     # dataset, the settings and the seed alone (byte-identical when they are). When the budget
@@ -175,9 +200,10 @@ def run_holdout_metrics(cfg: PlatformConfig, log: Log = _quiet) -> dict[str, Any
     model_dir, manifest, plan = _consolidated(cfg)
     rp = report_paths(cfg)
     ds = open_dataset(plan["dataset"]) if plan["holdout_genes"] else None
+    held_out = describe_holdout(plan)
     log(f"evaluating {len(manifest['members'])} instance(s) and the consolidated model on "
-        f"{len(plan['holdout_genes']) or 'no'} holdout genes")
-    ev = evaluate_models(model_dir, ds, plan["holdout_genes"], cfg.evaluation)
+        f"{len(plan['holdout_genes']) or 'no'} holdout genes; held out: {held_out}")
+    ev = evaluate_models(model_dir, ds, plan["holdout_genes"], cfg.evaluation, holdout=held_out)
     write_parquet(rp["metrics"], table_to_arrow(ev.table))
     write_parquet(rp["calibration"], table_to_arrow(ev.calibration))
     write_parquet(rp["bins"], table_to_arrow(ev.bins))
@@ -193,7 +219,7 @@ def run_holdout_metrics(cfg: PlatformConfig, log: Log = _quiet) -> dict[str, Any
             pred.update({f"raw_{c}": rows.raw[:, j] for j, c in enumerate(CLASSES)})
     write_parquet(rp["predictions"], pa.table(pred))
     _evaluation_plots(ev, rp)
-    summary = {"scope": ev.scope, "scope_note": ev.scope_note, "genes": ev.genes, "rows": ev.rows,
+    summary = {"scope": ev.scope, "scope_note": ev.scope_note, "holdout": ev.holdout, "genes": ev.genes, "rows": ev.rows,
                "thresholds": ev.thresholds, "ece_bins": cfg.evaluation.ece_bins,
                "table": ev.table, "headline": headline_rows(ev.table),
                "files": {k: str(rp[k]) for k in ("metrics", "calibration", "bins", "predictions")},
@@ -244,7 +270,7 @@ def run_instance_performance(cfg: PlatformConfig, log: Log = _quiet) -> dict[str
                "weight": m["weight"], **{f"trees_{c}": mf["n_estimators"][c] for c in CLASSES},
                **{f"oof_{k}": o.get(k) for k in ("macro_f1", "macro_ap", "splice_f1", "splice_ap", "topk_splice",
                                                   "base_splice_f1", "delta_fp", "delta_fn")},
-               "eval_scope": ev["scope"], "eval_genes": ev["genes"],
+               "eval_scope": ev["scope"], "eval_holdout": ev.get("holdout"), "eval_genes": ev["genes"],
                **{f"eval_{k}": h.get(k) for k in ("macro_f1", "macro_ap", "splice_f1", "splice_ap", "splice_threshold",
                                                    "splice_fp", "splice_fn", "errors_vs_base", "topk_splice")},
                "eval_max_ece": max((h.get(f"ece_uniform_{c}") or 0.0) for c in CLASSES) if h else None,
@@ -268,9 +294,11 @@ def run_instance_performance(cfg: PlatformConfig, log: Log = _quiet) -> dict[str
     if curves:
         plots.learning_curves(curves, rp["plot_learning_curves"])
     plots.instance_comparison(compare, rp["plot_instances"],
-                              f"instances vs consolidated vs base — evaluation: {ev['scope']} ({ev['genes']} genes); "
+                              f"instances vs consolidated vs base — evaluation: {ev['scope']} ({ev['genes']} genes; "
+                              f"held out: {ev.get('holdout', 'genes')}); "
                               "out-of-fold: each instance's own genes")
     return {"rows": rows, "comparison": compare, "scope": ev["scope"], "scope_note": ev["scope_note"],
+            "holdout": ev.get("holdout"),
             "plots": {k: str(rp[k]) for k in ("plot_learning_curves", "plot_instances") if rp[k].is_file()}}
 
 
@@ -293,7 +321,9 @@ def run_consolidation_summary(cfg: PlatformConfig, log: Log = _quiet) -> dict[st
                                        "eval_splice_f1", "train_seconds", "peak_rss_mb")} for r in perf],
         "features_union": manifest["n_features_union"], "gene_coverage": cov,
         "missing_partitions": manifest.get("missing_partitions", []),
-        "evaluation": {"scope": ev["scope"], "scope_note": ev["scope_note"], "genes": ev["genes"], "rows": ev["rows"],
+        "holdout": describe_holdout(plan),
+        "evaluation": {"scope": ev["scope"], "scope_note": ev["scope_note"], "holdout": ev.get("holdout"),
+                       "genes": ev["genes"], "rows": ev["rows"],
                        "thresholds": ev["thresholds"], "headline": ev["headline"]},
         "consolidated_vs_base": {
             "splice_f1": cons.get("splice_f1"), "splice_ap": cons.get("splice_ap"),

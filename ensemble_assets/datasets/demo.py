@@ -21,6 +21,7 @@ What is simulated, per gene (all in transcript orientation, position 0 = the gen
 Rows per gene follow MetaSpliceAI's sampling: every annotated site, every hard negative (a
 non-site position with ``max(donor, acceptor) >= 0.02``), up to 2 near-site negatives within
 ±50 nt of each site, and random positions to reach the gene's row target; each position once.
+``<out>/dataset.json`` declares this row selection (``declaration``), as atha_chr1's does.
 
 Generation is deterministic by ``DemoSpec.seed`` (each gene draws from its own seeded streams, so
 the same spec gives byte-identical files) and streams one output file at a time: peak memory is
@@ -30,6 +31,7 @@ set by ``genes_per_file × rows_per_gene × columns``, not by ``n_genes``.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import shutil
@@ -45,6 +47,7 @@ from ensemble_assets.core.data import schema
 
 __all__ = [
     "DemoSpec",
+    "declaration",
     "write_demo_dataset",
     "demo_gene_id",
     "demo_window",
@@ -74,6 +77,7 @@ A, C, G, T = 0, 1, 2, 3
 PARQUET_COMPRESSION = "zstd"
 MANIFEST_NAME = "gene_manifest.csv"
 MASTER_DIR = "master"
+DECLARATION_NAME = "dataset.json"        # beside master/ (core/data/declaration.py reads it)
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "global_index", "gene_id", "gene_name", "gene_type", "chrom", "strand", "gene_length",
     "start", "end", "total_splice_sites", "donor_sites", "acceptor_sites",
@@ -873,7 +877,7 @@ def write_demo_dataset(out_dir: str | Path, spec: DemoSpec = DemoSpec(), workers
 
     ``master/batch_00001.parquet`` ... (zstd, ``spec.genes_per_file`` genes each, a gene's rows
     never split, genes in genomic order, rows of a gene by position) and
-    ``master/gene_manifest.csv``. The whole ``master`` directory is built under a temporary name
+    ``master/gene_manifest.csv``, and ``dataset.json`` beside ``master`` (``declaration``). The whole ``master`` directory is built under a temporary name
     in ``out_dir`` and swapped in at the end, so ``out_dir/master`` is either the previous
     content or the complete new dataset, never half of one. Returns
     ``{"genes", "rows", "files", "columns", "label_counts", "pred_type_counts", "path"}``.
@@ -899,7 +903,44 @@ def write_demo_dataset(out_dir: str | Path, spec: DemoSpec = DemoSpec(), workers
         shutil.rmtree(work, ignore_errors=True)
         raise
     summary["path"] = str(final)
+    _write_declaration(out / DECLARATION_NAME, spec)
     return summary
+
+
+def declaration(spec: DemoSpec) -> dict:
+    """The demo dataset's ``dataset.json``: provenance and the row selection ``_select_positions``
+    guarantees (every position of a gene with max(donor, acceptor) >= HARD_NEGATIVE_MIN_SCORE)."""
+    return {
+        "format": "metaspliceai-positions",
+        "name": f"ensemble_assets demo (seed {spec.seed}, {spec.n_genes} genes)",
+        "species": "none: synthetic sequences",
+        "assembly": "none: synthetic coordinates",
+        "chromosomes": [f"chr{c + 1}" for c in range(min(spec.chrom_count, spec.n_genes))],
+        "annotation": "simulated exon/intron structures, 1-4 transcripts per gene",
+        "base_model": "a simulated SpliceAI-like predictor (motif score plus a noisy site term)",
+        "position": "gene-relative, transcript orientation, 0 = the gene's 5' end",
+        "row_selection": {
+            "every_position_with_max_score_at_least": HARD_NEGATIVE_MIN_SCORE,
+            "max_score": "max(donor_score, acceptor_score)",
+            "also": [
+                "every annotated donor and acceptor of every transcript",
+                f"up to {NEAR_SITE_PER_SITE} near-site negatives within {NEAR_SITE_RADIUS} nt of each site "
+                "(1 where the gene's row target is tight)",
+                f"random positions of the gene, at least {MIN_RANDOM_NEGATIVES}, up to its row target "
+                f"(mean {spec.rows_per_gene} rows per gene)",
+            ],
+        },
+    }
+
+
+def _write_declaration(path: Path, spec: DemoSpec) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(json.dumps(declaration(spec), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _write_file(master: Path, spec: DemoSpec, layout: _Layout, file_index: int) -> dict:

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     from ensemble_assets.core.config import PlatformConfig
     from ensemble_assets.core.model.ensemble import load_model
     import pyarrow.parquet as pq
-    cfg = PlatformConfig.load(sys.argv[1])
+    cfg = PlatformConfig.from_dict(json.loads(sys.argv[1]))
     plan = stages.run_plan(cfg)
     for s in plan["subsets"]:
         stages.run_instance(cfg, s["key"])
@@ -37,7 +37,7 @@ def test_plan_train_consolidate_predict_without_dagster_or_duckdb(tiny_dataset, 
     cfg = make_config(tmp_path, tiny_dataset, genes_per_instance=24)
     stages.run_inventory(cfg)   # DuckDB here, as on the machine that prepares the run
     stages.run_screening(cfg)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(cfg.to_dict())], capture_output=True, text=True,
                           cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ensemble_assets.core.data import schema
+from ensemble_assets.core.data.declaration import read_declaration
 from ensemble_assets.datasets import demo as demo_data
 from ensemble_assets.datasets.demo import (
     DemoSpec,
@@ -389,13 +390,36 @@ def test_rewrite_replaces_and_failure_leaves_previous_dataset(tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_demo_dataset(tmp_path, small)
     assert _digests(tmp_path / "master") == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["master"]   # no temp dir left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset.json", "master"]   # no temp dir left behind
     monkeypatch.setattr(demo_data, "_file_table", real)
     summary = write_demo_dataset(tmp_path, small)                     # a smaller dataset replaces
     assert summary["files"] == 2
     assert sorted(p.name for p in (tmp_path / "master").iterdir()) == [
         "batch_00001.parquet", "batch_00002.parquet", "gene_manifest.csv"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["master"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset.json", "master"]
+
+
+def test_the_declared_row_selection_holds(written, table):
+    """dataset.json declares what _select_positions guarantees: every position of a gene whose
+    max(donor, acceptor) reaches the declared score is a row (checked on the regenerated tracks of
+    every gene, not only the rows written), and the declared chromosomes are the data's."""
+    d = read_declaration(written[0].parent)
+    assert d.to_dict() == {**demo_data.declaration(SPEC), "path": str(written[0].parent / "dataset.json")}
+    threshold = d.row_selection.every_position_with_max_score_at_least
+    assert threshold == demo_data.HARD_NEGATIVE_MIN_SCORE <= schema.CANDIDATE_MIN_SCORE
+    assert set(_np(table, "chrom")) == set(d.chromosomes) == {"chr1", "chr2"}
+    gene, pos = _np(table, "gene_id"), _np(table, "position")
+    checked = 0
+    for i in range(SPEC.n_genes):
+        st = demo_data._gene_structure(SPEC.seed, i)
+        seq, decoy_d, decoy_a = demo_data._gene_sequence(st, SPEC.seed)
+        donor, acceptor, _ = demo_data._base_model_tracks(st, seq, decoy_d, decoy_a, SPEC.seed)
+        smax = np.maximum(donor, acceptor)[2:st.length + 2]   # the tracks start 2 nt before the gene
+        must = set(np.flatnonzero(smax >= threshold).tolist())
+        rows = set(pos[gene == demo_data.demo_gene_id(i)].tolist())
+        assert must <= rows, (i, sorted(must - rows)[:5])
+        checked += len(must)
+    assert checked > SPEC.n_genes  # the guarantee covers real rows
 
 
 def test_spec_validation():

@@ -162,3 +162,34 @@ def test_gene_groups_keep_each_gene_in_one_group():
     assert set(grp.tolist()) == set(range(5))
     for g in set(genes.tolist()):
         assert len(set(grp[genes == g].tolist())) == 1
+
+
+def _unnormalised_base(n, seed, prefix):
+    """Rows whose base scores do not sum to exactly 1 (like atha_chr1's, but ±2%), with many
+    splice scores close together, so renormalising them would move rows across a threshold."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.5).astype(np.int64)
+    splice = np.clip(0.5 + 0.12 * (y - 0.5) + rng.normal(0, 0.1, n), 0.01, 0.98)
+    total = 1 + rng.uniform(-0.02, 0.02, n)
+    base = np.column_stack([total - splice, splice / 2, splice / 2])
+    genes = np.asarray([f"{prefix}{i // 10:03d}" for i in range(n)], dtype=object)
+    return ScoredRows(gene_id=genes, position=np.arange(n), label=y, base=base,
+                      proba=np.column_stack([1 - splice, splice / 2, splice / 2]), raw=None)
+
+
+def test_the_base_row_and_the_base_columns_agree_at_the_same_threshold(one_member):
+    """The base row's splice F1 and every row's base_splice_f1_at_oof_threshold are one figure: both
+    threshold the base model's donor + acceptor as the dataset holds it (not renormalised)."""
+    oof, holdout = _unnormalised_base(3000, 7, "T"), _unnormalised_base(3000, 8, "H")
+    model_dir = one_member(oof, holdout, oof.gene_id)
+    ev = evaluate_models(model_dir, object(), sorted(set(holdout.gene_id)))
+    base = next(r for r in ev.table if r["model"] == "base")
+    cons = next(r for r in ev.table if r["model"] == "consolidated")
+    thr = choose_threshold(oof.y_splice, oof.base_splice)
+    assert base["splice_threshold"] == cons["base_splice_threshold_oof"] == pytest.approx(thr)
+    assert base["splice_f1"] == cons["base_splice_f1_at_oof_threshold"] == base["base_splice_f1_at_oof_threshold"]
+    assert base["splice_f1"] == pytest.approx(f1_score(holdout.y_splice, holdout.base_splice >= thr))
+    assert base["splice_f1_at_0.5"] == base["base_splice_f1"] == cons["base_splice_f1"]  # the base @0.5 row
+    # the renormalised scores would have given another figure: the test tells the two apart
+    renormalised = (holdout.base[:, 1] + holdout.base[:, 2]) / holdout.base.sum(axis=1)
+    assert f1_score(holdout.y_splice, renormalised >= thr) != pytest.approx(base["splice_f1"], abs=1e-6)

@@ -154,12 +154,14 @@ def test_identifiers_never_enter_the_feature_matrix(trained, source, kind):
             n_in = int(z["n_features"]) if "n_features" in z.files else z["coef_0"].shape[0]
         assert n_in == len(features)
     # identifier values do not change a single prediction (``position`` is not scrambled: it is
-    # an identifier as a column, but the gene-position features are computed from it)
+    # an identifier as a column, but the gene-position features are computed from it; gene ids are
+    # renamed, not scrambled: the gene-context features read which rows belong to one gene)
     assert "gene_offset_5p" in features
     table = pq.read_table(ds.files[0])
     rng = np.random.default_rng(0)
-    scrambled = table
-    for col in ("gene_id", "transcript_id", "absolute_position", "window_start", "chrom"):
+    scrambled = table.set_column(table.schema.get_field_index("gene_id"), "gene_id",
+                                 pa.array([f"renamed-{g}" for g in table.column("gene_id").to_pylist()]))
+    for col in ("transcript_id", "absolute_position", "window_start", "chrom", "gene_start", "gene_end", "tx_start"):
         if col in table.schema.names:
             i = table.schema.get_field_index(col)
             scrambled = scrambled.set_column(i, col, table.column(col).take(rng.permutation(table.num_rows)))
@@ -294,15 +296,16 @@ def test_instance_kind_is_part_of_the_partition_identity(source):
         TrainingSettings(instance_kind="xgboost_softprob", estimator_params={"alpha": 1})
 
 
-def test_config_file_and_cli_carry_the_kind(tmp_path):
+def test_run_config_and_cli_carry_the_kind(tmp_path):
     from ensemble_assets.cli import build_config, parser
+    from ensemble_assets.defs.resources import EnsembleResource
 
     cfg = PlatformConfig(data_root=str(tmp_path), training=replace(
         TrainingSettings(), instance_kind=MLP, estimator_params={"hidden_layer_sizes": [8]}))
-    cfg.save()
-    saved = json.loads((tmp_path / "ensemble_config.json").read_text())
-    assert saved["training"]["estimator_params"] == {"hidden_layer_sizes": [8]}
-    assert PlatformConfig.load(tmp_path).training == cfg.training
+    shown = EnsembleResource.values_of(cfg)   # the run config a Dagster run shows
+    assert shown["training"]["estimator_params"] == {"hidden_layer_sizes": [8]}
+    assert shown["training"]["instance_kind"] == MLP
+    assert EnsembleResource(**json.loads(json.dumps(shown))).config().training == cfg.training
     args = parser().parse_args(["train", "--instance-kind", HGB, "--estimator-params", '{"max_leaf_nodes": 15}',
                                 "--max-sample-rows", "5000"])
     t = build_config(args).training

@@ -10,7 +10,7 @@ import pytest
 from ensemble_assets.core import stages
 from ensemble_assets.core.data.contract import open_dataset
 from ensemble_assets.core.data.inventory import build_gene_inventory
-from ensemble_assets.core.data.screening import feature_columns, screen_features
+from ensemble_assets.core.data.screening import ScreeningSettings, feature_columns, screen_features
 from ensemble_assets.core.planning import plan as planning
 from ensemble_assets.core.planning.plan import GIB, MemoryGuardError, check_instance_memory, instance_memory_bytes
 from ensemble_assets.core.planning.scaling import measure_matrix
@@ -32,7 +32,7 @@ def test_matrix_estimate_is_within_25_percent_of_the_measured_quantized_matrix(w
     ds = open_dataset(wide_dataset)
     inventory, _ = build_gene_inventory(ds, threads=1)
     genes = inventory.column("gene_id").to_pylist()
-    features, fill = feature_columns(screen_features(ds, genes, threads=1))
+    features, fill = feature_columns(screen_features(ds, genes, ScreeningSettings(kmer_sizes=(3, 5)), threads=1))
     assert len(features) > 1000
     m = measure_matrix(wide_dataset, genes, features, fill, replace(FAST_TRAINING, batch_rows=4096), timeout=300)
     assert m["rows"] == sum(inventory.column("n_rows").to_pylist()) and m["features"] == len(features)

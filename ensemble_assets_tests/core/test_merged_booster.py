@@ -4,7 +4,6 @@ same numbers as the per-instance calibrated weighted average."""
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 

@@ -35,7 +35,6 @@ def trained(tiny_dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("scoring")
     cfg = make_config(root, tiny_dataset, genes_per_instance=16)
     cfg = replace(cfg, screening=replace(cfg.screening, gene_context=True))
-    cfg.save()
     stages.run_inventory(cfg)
     stages.run_screening(cfg)
     for s in stages.run_plan(cfg)["subsets"]:
@@ -199,7 +198,6 @@ def test_predict_calls_on_holdout_rows_are_the_calls_behind_the_holdout_f1(train
 def test_labelled_target_metrics_leave_out_trained_genes_and_label_the_threshold(trained):
     cfg, sm = trained
     cfg = replace(cfg, scoring=replace(cfg.scoring, targets={"self": cfg.dataset}))
-    cfg.save()
     s = stages.run_scoring(cfg, "self")
     assert s["model_version"] == sm.version == artifacts.model_store(cfg).current_id()
     m = s["metrics"]

@@ -1,5 +1,6 @@
-"""Feature screening: label-derived columns never become features; gene-position features are
-computed from position and gene_length on the one row path, for training and for model input."""
+"""Feature screening: label-derived columns and absolute coordinates never become features;
+gene-position features are computed from position and gene_length on the one row path, for
+training and for model input."""
 
 import numpy as np
 import pyarrow as pa
@@ -8,11 +9,24 @@ import pytest
 
 from ensemble_assets.core.data.contract import open_dataset
 from ensemble_assets.core.data.inventory import build_gene_inventory
-from ensemble_assets.core.data.schema import GENE_CONTEXT_FEATURES, GENE_POSITION_FEATURES, LABEL_CHOSEN_TRACK_COLUMNS
-from ensemble_assets.core.data.screening import ScreeningSettings, feature_columns, screen_features
+from ensemble_assets.core.data.schema import (
+    GENE_CONTEXT_FEATURES,
+    GENE_POSITION_FEATURES,
+    LABEL_CHOSEN_TRACK_COLUMNS,
+    LEAKAGE_COLUMNS,
+    is_coordinate,
+)
+from ensemble_assets.core.data.screening import (
+    COORDINATE_REASON,
+    DEFAULT_MAX_KMER_SIZE,
+    ScreeningSettings,
+    feature_columns,
+    screen_features,
+)
 from ensemble_assets.core.data.streaming import iter_subset_batches
 from ensemble_assets.core.model.ensemble import ModelError, align_features
 from ensemble_assets.core.training.loop import refuse_identifier_features
+from ensemble_assets.datasets.demo import DemoSpec, write_demo_dataset
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +148,52 @@ def test_gene_context_depends_only_on_candidate_rows(tiny_dataset):
     # dropping candidate rows does change their neighbours' features (the test can fail)
     sparse = keep & (~is_candidate | (np.arange(t.num_rows) % 2 == 0))
     assert not np.array_equal(align_features(t.filter(pa.array(sparse)), features, fill), full[sparse])
+
+
+def test_no_coordinate_column_is_ever_a_feature(tiny_dataset, tmp_path):
+    """Absolute genomic coordinates are excluded with their reason, even with the structural and
+    chromosome columns re-included, and even under a name screening has never seen (window_*);
+    training refuses them too."""
+    ds = open_dataset(tiny_dataset)
+    t = pa.concat_tables(pq.read_table(f) for f in ds.files)
+    pq.write_table(t.append_column("window_centre", t.column("absolute_position")), tmp_path / "a.parquet")
+    ds = open_dataset(tmp_path)
+    genes = build_gene_inventory(ds, threads=1)[0].column("gene_id").to_pylist()
+    present = [c for c in ds.columns if is_coordinate(c)]
+    assert {"gene_start", "gene_end", "tx_start", "tx_end", "absolute_position", "window_start", "window_end",
+            "window_centre"} <= set(present)
+    for settings in (ScreeningSettings(), ScreeningSettings(include_structural=True, include_chrom=True)):
+        m = {r["column"]: r for r in screen_features(ds, genes, settings, threads=1).to_pylist()}
+        for c in present:
+            assert not m[c]["is_feature"], (c, settings)
+            if c not in LEAKAGE_COLUMNS:  # true_position / predicted_position: label leakage first
+                assert m[c]["reason"] == COORDINATE_REASON and "meaningless across genomes" in m[c]["reason"]
+        assert m["gene_length"]["is_feature"]  # a length is not a coordinate
+    for c in present:
+        with pytest.raises(ValueError, match=f"coordinate.*{c}"):
+            refuse_identifier_features(["donor_score", c])
+
+
+def test_kmers_up_to_size_3_by_default_and_explicit_sizes_win(tmp_path):
+    write_demo_dataset(tmp_path / "k35", DemoSpec(n_genes=6, rows_per_gene=20, genes_per_file=4, kmer_sizes=(3, 5), seed=5))
+    ds = open_dataset(tmp_path / "k35")
+    genes = build_gene_inventory(ds, threads=1)[0].column("gene_id").to_pylist()
+
+    def kept(settings):
+        m = screen_features(ds, genes, settings, threads=1).to_pylist()
+        by_size = {k: {r["column"] for r in m if r["family"] == "kmer" and r["column"].startswith(f"{k}mer_")}
+                   for k in (3, 5)}
+        return {k: {r["column"] for r in m if r["is_feature"]} & cols for k, cols in by_size.items()}, m
+
+    default, m = kept(ScreeningSettings())
+    assert ScreeningSettings().kmer_sizes is None and DEFAULT_MAX_KMER_SIZE == 3
+    assert default[3]
+    assert not default[5]
+    assert all("above 3 (the default" in r["reason"] for r in m if r["column"].startswith("5mer_"))
+    both, _ = kept(ScreeningSettings(kmer_sizes=(3, 5)))
+    assert both[3] == default[3] and len(both[5]) > 0
+    only5, _ = kept(ScreeningSettings(kmer_sizes=(5,)))
+    assert not only5[3] and only5[5] == both[5]
 
 
 def test_gene_context_search_of_all_genes_at_once_equals_gene_by_gene():

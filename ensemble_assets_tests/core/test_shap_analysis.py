@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ensemble_assets.core.data.contract import open_dataset
-from ensemble_assets.core.data.features import to_feature_matrix
+from ensemble_assets.core.data.features import CandidateIndex, to_feature_matrix
 from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.screening import feature_columns, screen_features
 from ensemble_assets.core.explanation.aggregation import (
@@ -293,13 +293,15 @@ def test_sampled_rows_are_the_datasets_rows_and_one_pass_equals_separate_passes(
     both = load_samples(ds, [ra, rb], batch_rows=97)
     alone = load_samples(ds, [ra], batch_rows=4096)[0]
     assert np.array_equal(both[0].X, alone.X)
-    # the same rows read straight from the Parquet files, by (gene, position)
+    # the same rows read straight from the Parquet files, by (gene, position); the gene-context
+    # features take their candidates from the whole genes, not from the sampled rows
     table = pa.concat_tables([pq.read_table(f) for f in ds.files], promote_options="default")
+    candidates = CandidateIndex.from_table(table)
     where = {(g, p): i for i, (g, p) in enumerate(zip(table.column("gene_id").to_pylist(),
                                                        table.column("position").to_pylist()))}
     for sample, model in zip(both, (ma, mb)):
         idx = [where[(g, int(p))] for g, p in zip(sample.gene_id, sample.position)]
-        direct = to_feature_matrix(table.take(idx), model.features, model.fill)
+        direct = to_feature_matrix(table.take(idx), model.features, model.fill, candidates=candidates)
         assert np.array_equal(sample.X, direct)
         assert sample.X.shape == (120, len(model.features))
 

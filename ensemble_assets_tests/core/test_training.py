@@ -1,5 +1,7 @@
 """Instance training on small generated data: folds, out-of-fold honesty, calibration, models."""
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,6 +11,7 @@ from ensemble_assets.core.data.contract import open_dataset
 from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.screening import feature_columns, screen_features
 from ensemble_assets.core.model.ensemble import ModelError, load_model
+from ensemble_assets.core.training import folds as folds_mod
 from ensemble_assets.core.training import loop as training_mod
 from ensemble_assets.core.training.folds import assign_folds
 from ensemble_assets.core.training.loop import train_instance
@@ -131,3 +134,29 @@ def test_tampered_model_is_refused(trained, tmp_path):
     (copy / "booster_donor.ubj").unlink()
     with pytest.raises(ModelError, match="missing"):
         load_model(copy)
+
+
+def test_an_instance_reports_its_progress_fold_by_fold(trained, tmp_path, monkeypatch):
+    """Progress through ``log``: rows loaded, each fold (k/n) and class with its best iteration and
+    validation log loss, the final model; lines within a fit every PROGRESS_EVERY_ROUNDS rounds
+    only once PROGRESS_MIN_SECONDS have passed (0 here), so a quick fit is one line per class."""
+    ds, genes, features, fill, _, _ = trained
+    settings = replace(FAST_TRAINING, n_estimators=60, early_stopping_rounds=60)  # runs all 60 rounds
+    lines: list[str] = []
+    manifest = train_instance(ds, genes[:24], features, fill, settings, tmp_path / "quiet", "s01", lines.append)
+    assert any(line.startswith(f"{manifest['model_type']}: loaded {manifest['n_rows']} rows") for line in lines)
+    n = settings.n_folds
+    for k in range(1, n + 1):
+        assert sum(line.startswith(f"fold {k}/{n}: learning from") for line in lines) == 1
+        for c in ("neither", "donor", "acceptor"):
+            done = [line for line in lines if line.startswith(f"fold {k}/{n} {c}: best round ")]
+            assert len(done) == 1 and "of 60 (reached the maximum 60)" in done[0] and "val log loss 0." in done[0]
+    assert not any(": round " in line for line in lines)           # quick fits: no in-fit lines
+    assert any(line.startswith(f"final model on all {manifest['n_rows']} rows: neither ") for line in lines)
+    assert len(lines) <= 4 + n * 4 + 3
+
+    monkeypatch.setattr(folds_mod, "PROGRESS_MIN_SECONDS", 0.0)
+    lines.clear()
+    train_instance(ds, genes[:24], features, fill, settings, tmp_path / "chatty", "s01", lines.append)
+    during = [line for line in lines if line.startswith(f"fold 2/{n} donor: round ")]
+    assert [line.split(",")[0] for line in during] == [f"fold 2/{n} donor: round 25", f"fold 2/{n} donor: round 50"]

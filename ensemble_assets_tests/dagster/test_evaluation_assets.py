@@ -10,11 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
 from ensemble_assets.core.data.contract import open_dataset
 from ensemble_assets.core.evaluation import reports
 from ensemble_assets.core.evaluation.holdout import predict_rows
 from ensemble_assets.core.model.ensemble import load_model
+from ensemble_assets.definitions import defs
 from ensemble_assets.defs.ensemble.checks import instance_folds_are_gene_disjoint
 from ensemble_assets.defs.evaluation.assets import evaluation_assets
 from ensemble_assets.defs.evaluation.checks import calibrated_ece_within_bound, meta_beats_base_on_holdout_f1
@@ -23,29 +24,23 @@ from ensemble_assets.defs.resources import EnsembleResource
 from ensemble_assets.defs.training.assets import instance_model
 from ensemble_assets.runs import materialize
 from ensemble_assets_tests.conftest import make_config
-from ensemble_assets_tests.dagster.test_graph import PLAN, run_all
+from ensemble_assets_tests.dagster.test_graph import PLAN
 
 NEW_CHECKS = {"instance_folds_are_gene_disjoint", "no_single_feature_separates_classes",
               "calibrated_ece_within_bound", "meta_beats_base_on_holdout_f1"}
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_dataset, tmp_path_factory):
-    root = tmp_path_factory.mktemp("evaluated")
-    cfg = make_config(root, tiny_dataset, genes_per_instance=16)
-    with dg.instance_for_test() as instance:
-        keys = run_all(cfg, instance)
-        ok, err = materialize(cfg, instance, evaluation_assets)
-        assert ok, err
-        meta = {a.key.to_user_string(): instance.get_latest_materialization_event(a.key).asset_materialization.metadata
-                for a in evaluation_assets}
-        from ensemble_assets.definitions import defs
-
-        check_keys = list(defs.get_repository_def().asset_graph.asset_check_keys)
-        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
-        checks = {k.name: r.event.dagster_event.event_specific_data for k, r in latest.items()
-                  if r.event is not None and r.event.dagster_event is not None}
-        yield cfg, keys, meta, checks
+def evaluated(trained_graph):
+    """The session's trained graph: its evaluation assets' metadata and its latest check results."""
+    cfg, instance, keys = trained_graph.cfg, trained_graph.instance, trained_graph.keys
+    meta = {a.key.to_user_string(): instance.get_latest_materialization_event(a.key).asset_materialization.metadata
+            for a in evaluation_assets}
+    check_keys = list(defs.get_repository_def().asset_graph.asset_check_keys)
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
+    checks = {k.name: r.event.dagster_event.event_specific_data for k, r in latest.items()
+              if r.event is not None and r.event.dagster_event is not None}
+    return cfg, keys, meta, checks
 
 
 def test_evaluation_assets_materialize_with_tables_plots_and_checks(evaluated):
@@ -96,12 +91,14 @@ def test_holdout_predictions_match_the_consolidated_model(evaluated, tiny_datase
 
 
 def _copy_root(cfg, tmp_path, **evaluation):
-    """A copy of the data root's configuration and artifacts, with evaluation settings changed."""
+    """A copy of the data root's artifacts whose plan records changed evaluation settings (the
+    steps after the plan use the plan's settings)."""
     shutil.copytree(cfg.root / "artifacts", tmp_path / "artifacts",
                     ignore=shutil.ignore_patterns("*.png", "holdout_predictions.parquet"))
-    c = json.loads((cfg.root / "ensemble_config.json").read_text())
-    c["evaluation"] = {**c.get("evaluation", {}), **evaluation}
-    (tmp_path / "ensemble_config.json").write_text(json.dumps(c))
+    plan_file = tmp_path / "artifacts" / "training_plan.json"
+    plan = json.loads(plan_file.read_text())
+    plan["config"]["evaluation"] = {**plan["config"]["evaluation"], **evaluation}
+    plan_file.write_text(json.dumps(plan))
     return EnsembleResource(data_root=str(tmp_path))
 
 
@@ -165,7 +162,6 @@ def test_re_included_structural_columns_fail_the_separation_check_and_stop_the_p
 
     cfg = make_config(tmp_path, tiny_dataset, genes_per_instance=16)
     cfg = replace(cfg, screening=replace(cfg.screening, include_structural=True))
-    cfg.save()
     with dg.instance_for_test() as instance:
         ok, errors = materialize(cfg, instance, PLAN)
         assert not ok

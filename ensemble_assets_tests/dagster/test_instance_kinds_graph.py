@@ -1,3 +1,5 @@
+from ensemble_assets.core.planning.plan import subset_for_key
+
 """Every instance kind trains and is explained through the asset graph; the kind is part of the
 partition key."""
 
@@ -8,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
 from ensemble_assets.core.model.ensemble import load_model
 from ensemble_assets.core.stages import shap_paths
 from ensemble_assets.defs.ensemble.assets import consolidated_model
@@ -17,15 +19,14 @@ from ensemble_assets.defs.partitions import gene_subsets
 from ensemble_assets.defs.training.assets import instance_model
 from ensemble_assets.defs.training.retraining import partitions_to_train
 from ensemble_assets.runs import materialize
-from ensemble_assets_tests.conftest import make_config
+from ensemble_assets_tests.conftest import make_config, train_graph
 from ensemble_assets_tests.core.test_instance_kinds import SHAP_METHOD, kind_settings
-from ensemble_assets_tests.dagster.test_graph import PLAN, run_all
+from ensemble_assets_tests.dagster.test_graph import PLAN
 
 
 def kind_config(tmp_path, dataset, kind, **plan):
     cfg = make_config(tmp_path, dataset, **plan)
     cfg = replace(cfg, training=kind_settings(kind))
-    cfg.save()
     return cfg
 
 
@@ -34,7 +35,7 @@ def kind_config(tmp_path, dataset, kind, **plan):
 def test_each_kind_trains_through_the_graph(tiny_dataset, tmp_path, kind):
     cfg = kind_config(tmp_path, tiny_dataset, kind, genes_per_instance=24)
     with dg.instance_for_test() as instance:
-        keys = run_all(cfg, instance)
+        keys = train_graph(cfg, instance)
         assert len(keys) >= 2
         for k in keys:
             m = artifacts.instance_manifest(cfg, k)
@@ -82,4 +83,4 @@ def test_changing_the_instance_kind_changes_every_partition_key(tiny_dataset, tm
         plan = artifacts.load_plan(cfg2)
         # the same genes, other keys: only the kind changed
         assert sorted(tuple(s["genes"]) for s in plan["subsets"]) == sorted(
-            tuple(stages.subset_for_key(plan, k)["genes"]) for k in new_keys)
+            tuple(subset_for_key(plan, k)["genes"]) for k in new_keys)

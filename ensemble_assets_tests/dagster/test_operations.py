@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
 from ensemble_assets.core.planning.capacity import machine_cores, threads_for, training_capacity
 from ensemble_assets.definitions import defs
 from ensemble_assets.defs.automation import ALL_PARTITIONS_MATERIALIZED, ensemble_automation_sensor
@@ -23,6 +26,7 @@ from ensemble_assets.defs.executors import DASK_CONFIG, DASK_SCHEDULER_ENV, defa
 from ensemble_assets.defs.partitions import gene_subsets
 from ensemble_assets.defs.planning.assets import training_plan
 from ensemble_assets.defs.resources import EnsembleResource
+from ensemble_assets.defs.scoring.assets import scored_positions
 from ensemble_assets.defs.training.assets import instance_model
 from ensemble_assets.defs.training.schedules import weekly_retraining
 from ensemble_assets.defs.training.sensors import describe_run_failure, partition_failure_sensor, plan_partitions_sensor
@@ -62,11 +66,11 @@ def planned(tiny_dataset, tmp_path):
 
 # -- schedule ----------------------------------------------------------------------------------------
 
-def tick(cfg, instance, when: dt.datetime):
+def tick(cfg, instance, when: dt.datetime, resource: EnsembleResource | None = None):
     # entered, so that the context's resources (and the instance they hold) are released after
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
                                    repository_def=defs.get_repository_def(),
-                                   resources={"ensemble": EnsembleResource(data_root=cfg.data_root)}) as ctx:
+                                   resources={"ensemble": resource or EnsembleResource.for_config(cfg)}) as ctx:
         return weekly_retraining.evaluate_tick(ctx)
 
 
@@ -92,12 +96,44 @@ def test_schedule_recomputes_the_plan_when_its_inputs_change(planned):
     for k in keys:
         mark_materialized(instance, k)
     assert tick(cfg, instance, dt.datetime(2026, 1, 5, 3, tzinfo=dt.timezone.utc)).run_requests == []
-    changed = make_config(cfg.root, cfg.dataset_path, genes_per_instance=16)   # new settings → new plan
-    result = tick(changed, instance, dt.datetime(2026, 1, 12, 3, tzinfo=dt.timezone.utc))
+    # new data arrives (a file with genes the plan has not seen) → a new plan, with the current plan's settings
+    src = sorted((cfg.dataset_path / "master").glob("*.parquet"))[0]
+    table = pq.read_table(src)
+    table = table.set_column(table.schema.get_field_index("gene_id"), "gene_id",
+                             pa.array(["new-" + g for g in table.column("gene_id").to_pylist()]))
+    pq.write_table(table, cfg.dataset_path / "master" / "new_genes.parquet")
+    # a schedule tick with the code's default settings re-plans with the plan's own settings
+    result = tick(cfg, instance, dt.datetime(2026, 1, 12, 3, tzinfo=dt.timezone.utc),
+                  resource=EnsembleResource(data_root=cfg.data_root))
     (request,) = result.run_requests
     assert request.partition_key is None
     assert set(request.asset_selection) == {a.key for a in PLAN}
     dg.validate_run_config(defs.resolve_job_def("retraining_job"), request.run_config)
+    settings = request.run_config["resources"]["ensemble"]["config"]
+    assert settings["plan"]["genes_per_instance"] == 20 and settings["dataset"] == str(cfg.dataset_path)
+
+
+def test_schedule_knows_the_dataset_by_content_not_by_path_or_time(planned):
+    cfg, instance, keys = planned
+    for k in keys:
+        mark_materialized(instance, k)
+    files = sorted((cfg.dataset_path / "master").glob("*.parquet"))
+    for f in files:   # a touch of every file: nothing to do
+        os.utime(f, ns=(4_000_000_000_000_000_000, 4_000_000_000_000_000_000))
+    assert tick(cfg, instance, dt.datetime(2026, 1, 5, 3, tzinfo=dt.timezone.utc)).run_requests == []
+    # moved: the same fingerprint, but the plan is remade where the data now lies (same keys)
+    moved = make_config(cfg.root, Path(shutil.move(cfg.dataset_path, cfg.root.parent / "moved")), genes_per_instance=20)
+    (request,) = tick(moved, instance, dt.datetime(2026, 1, 12, 3, tzinfo=dt.timezone.utc)).run_requests
+    assert request.tags["ensemble_assets/reason"] == "dataset moved" and request.partition_key is None
+    ok, err = materialize(moved, instance, PLAN)
+    assert ok, err
+    assert sorted(instance.get_dynamic_partitions(gene_subsets.name)) == sorted(keys)
+    assert tick(moved, instance, dt.datetime(2026, 1, 19, 3, tzinfo=dt.timezone.utc)).run_requests == []
+    # new content: a new plan
+    first = moved.dataset_path / "master" / files[0].name
+    pq.write_table(pq.read_table(first).slice(1), first)
+    (request,) = tick(moved, instance, dt.datetime(2026, 1, 26, 3, tzinfo=dt.timezone.utc)).run_requests
+    assert request.tags["ensemble_assets/reason"] == "plan inputs changed"
 
 
 def test_schedule_and_sensors_are_on_by_default():
@@ -167,7 +203,9 @@ def test_consolidation_materializes_only_when_every_partition_is_materialized_an
 
     def requested(cursor):
         r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        return {e.key.to_user_string() for e in r.results if e.true_subset.size}, r.cursor
+        # scored_positions (scoring_targets partitions, none registered here) has its own tests
+        return {e.key.to_user_string() for e in r.results
+                if e.key != scored_positions.key and e.true_subset.size}, r.cursor
 
     got, cursor = requested(None)
     assert got == set()                                   # nothing trained

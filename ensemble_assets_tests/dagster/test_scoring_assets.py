@@ -22,13 +22,12 @@ from ensemble_assets.defs.scoring.assets import SCORE_NEW_TARGETS_AND_NEW_VERSIO
 from ensemble_assets.defs.scoring.checks import scored_positions_cover_every_input_row
 from ensemble_assets.defs.scoring.sensors import scoring_targets_sensor
 from ensemble_assets.runs import materialize
-from ensemble_assets_tests.conftest import TINY_SPEC, make_config
-from ensemble_assets_tests.dagster.test_graph import run_all
+from ensemble_assets_tests.conftest import TINY_SPEC, make_config, train_graph
 
 
 def _register_targets(cfg, instance) -> dg.SensorResult | dg.SkipReason:
     """One tick of scoring_targets_sensor, its partition requests applied as the daemon would."""
-    ctx = dg.build_sensor_context(instance=instance, resources={"ensemble": EnsembleResource(data_root=cfg.data_root)})
+    ctx = dg.build_sensor_context(instance=instance, resources={"ensemble": EnsembleResource.for_config(cfg)})
     result = scoring_targets_sensor(ctx)
     if isinstance(result, dg.SensorResult):
         for req in result.dynamic_partitions_requests or []:
@@ -47,12 +46,11 @@ def graph(tiny_dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("scoring_graph")
     cfg = make_config(root, tiny_dataset, genes_per_instance=16)
     cfg = replace(cfg, scoring=replace(cfg.scoring, targets={"training_data": str(tiny_dataset)}))
-    cfg.save()
     write_demo_dataset(targets_dir(cfg) / "other_seed", replace(TINY_SPEC, seed=11, n_genes=20))
     (targets_dir(cfg) / "README.txt").write_text("not a target\n")
     (targets_dir(cfg) / "bad name").mkdir()
     with dg.instance_for_test() as instance:
-        run_all(cfg, instance)
+        train_graph(cfg, instance)
         ok, err = materialize(cfg, instance, [model_promotion])
         assert ok, err
         yield cfg, instance

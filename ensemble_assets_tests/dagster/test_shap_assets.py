@@ -10,7 +10,6 @@ from ensemble_assets.definitions import defs
 from ensemble_assets.defs.explanation.assets import ensemble_shap, instance_shap
 from ensemble_assets.runs import materialize
 from ensemble_assets_tests.conftest import make_config
-from ensemble_assets_tests.dagster.test_graph import run_all
 
 SMALL = {"sample_rows": 150, "nthread": 1, "top_n": 8}
 
@@ -24,11 +23,8 @@ def test_shap_assets_are_in_the_graph_downstream_of_the_models():
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_dataset, tmp_path_factory):
-    cfg = make_config(tmp_path_factory.mktemp("root"), tiny_dataset, genes_per_instance=24)
-    with dg.instance_for_test() as instance:
-        keys = run_all(cfg, instance)
-        yield cfg, instance, keys
+def trained(trained_graph):
+    return trained_graph.cfg, trained_graph.instance, trained_graph.keys
 
 
 def test_instance_and_ensemble_shap_materialize_with_plots(trained):

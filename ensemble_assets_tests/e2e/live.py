@@ -126,11 +126,11 @@ class DagsterDev:
     def selector(self, **extra: str) -> dict[str, str]:
         return {"repositoryLocationName": self.location, "repositoryName": self.repository, **extra}
 
-    def launch_job(self, job: str) -> str:
+    def launch_job(self, job: str, run_config: dict | None = None) -> str:
         res = self.query(
             """mutation Launch($p: ExecutionParams!) { launchRun(executionParams: $p) {
                  __typename ... on LaunchRunSuccess { run { runId } } ... on Error { message } } }""",
-            {"p": {"selector": self.selector(jobName=job), "runConfigData": {}}})["launchRun"]
+            {"p": {"selector": self.selector(jobName=job), "runConfigData": run_config or {}}})["launchRun"]
         assert res["__typename"] == "LaunchRunSuccess", res
         return res["run"]["runId"]
 

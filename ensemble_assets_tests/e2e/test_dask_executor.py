@@ -10,7 +10,7 @@ import shutil
 import dagster as dg
 import pytest
 
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
 from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
 from ensemble_assets.defs.partitions import gene_subsets
 from ensemble_assets.defs.planning.assets import training_plan

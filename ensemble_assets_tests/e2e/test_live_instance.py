@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from ensemble_assets.backfill import launch_backfill, partition_statuses, wait_for_backfill
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
+from ensemble_assets.defs.resources import run_config_for
 from ensemble_assets_tests.conftest import REPO, make_config
 from ensemble_assets_tests.e2e.live import (
     DagsterDev,
@@ -85,7 +86,7 @@ def test_plan_sensor_automation_failure_and_backfill_on_a_live_instance(live):
     browser = chromium_binary()
 
     # 1. launch the plan over GraphQL; the plan registers the partitions, the sensor trains them
-    run_id = dev.launch_job("plan_job")
+    run_id = dev.launch_job("plan_job", run_config_for(cfg))   # the settings, as the launchpad sends them
     assert dev.wait_run(run_id, timeout=300) == "SUCCESS"
     plan = artifacts.load_plan(cfg)
     keys = sorted(s["key"] for s in plan["subsets"])

@@ -8,7 +8,6 @@ earlier artifacts byte-identical, and that every model on disk still loads and p
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,7 @@ import pyarrow.parquet as pq
 from ensemble_assets.core import artifacts, stages
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.model.ensemble import load_model
-from ensemble_assets.core.planning.plan import PlanSettings
-from ensemble_assets_tests.conftest import FAST_TRAINING
+from ensemble_assets_tests.conftest import make_config
 
 from .faults import tree_digest
 
@@ -36,14 +34,8 @@ ARTIFACTS = {
 
 def case_config(root: Path, dataset: Path, plan: dict[str, Any] | None = None,
                 training: dict[str, Any] | None = None) -> PlatformConfig:
-    """The configuration of one test case (written to ``root/ensemble_config.json``)."""
-    cfg = PlatformConfig(
-        data_root=str(root), dataset=str(dataset),
-        plan=replace(PlanSettings(), **{"genes_per_instance": 40, **(plan or {})}),
-        training=replace(FAST_TRAINING, **(training or {})),
-    )
-    cfg.save()
-    return cfg
+    """The configuration of one test case: the suite's one config builder with this harness's defaults."""
+    return make_config(root, dataset, training=training, **{"genes_per_instance": 40, **(plan or {})})
 
 
 def run_graph(cfg: PlatformConfig, until: str = "consolidated_model") -> tuple[str | None, str | None]:

@@ -24,8 +24,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core.artifacts import planned_config
 from ensemble_assets.core.config import PlatformConfig
-from ensemble_assets.core.data.contract import DatasetError, open_dataset
+from ensemble_assets.core.data.contract import open_dataset
 from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.screening import feature_columns, screen_features
 from ensemble_assets.core.data.streaming import iter_subset_batches
@@ -38,12 +39,11 @@ from .harness import assert_intact, case_config, dataset_rows, model_predictions
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_dataset, tmp_path_factory):
-    """A data root with the whole graph trained on the good tiny dataset (2 instances)."""
-    root = tmp_path_factory.mktemp("trained") / "root"
-    cfg = case_config(root, tiny_dataset)
-    assert run_graph(cfg) == (None, None)
-    assert len(artifacts.load_plan(cfg)["subsets"]) == 2
+def trained(trained_graph, tiny_dataset):
+    """The session's data root with the whole graph trained on the good tiny dataset (tests that
+    damage it copy it first), its rows and the consolidated model's predictions of them."""
+    root = trained_graph.cfg.root
+    assert len(artifacts.load_plan(trained_graph.cfg)["subsets"]) >= 2
     rows = dataset_rows(tiny_dataset)
     return root, rows, model_predictions(root, rows)
 
@@ -349,7 +349,7 @@ def test_max_instances_above_what_the_genes_need_is_an_upper_bound(tiny_dataset,
 def test_a_damaged_booster_is_refused_by_name_and_the_ensemble_is_kept(damage, trained, tmp_path):
     trained_root, rows, predictions = trained
     root = F.copy_tree(trained_root, tmp_path / "root")
-    cfg = PlatformConfig.load(root)
+    cfg = planned_config(PlatformConfig(data_root=str(root)))
     inst = cfg.instance_dir(artifacts.load_plan(cfg)["subsets"][1]["key"])
     booster = inst / "booster_acceptor.ubj"
     if damage == "missing":
@@ -386,7 +386,7 @@ def _manifest_of(model_dir: Path) -> dict:
 ], ids=["booster path escapes", "absolute file", "no checksums", "unlisted booster"])
 def test_a_manifest_cannot_point_outside_its_model_or_skip_verification(tamper, says, trained, tmp_path):
     trained_root, rows, _ = trained
-    cfg = PlatformConfig.load(trained_root)
+    cfg = planned_config(PlatformConfig(data_root=str(trained_root)))
     inst = F.copy_tree(cfg.instance_dir(artifacts.load_plan(cfg)["subsets"][0]["key"]), tmp_path / "inst")
     shutil.copy(inst / "booster_donor.ubj", tmp_path / "booster_donor.ubj")  # a well-formed file outside
     m = _manifest_of(inst)

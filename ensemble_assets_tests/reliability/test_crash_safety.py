@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core.artifacts import planned_config
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.io import _owner_tag, atomic_directory, read_json, remove_stale_temporaries, sha256_file
 from ensemble_assets.core.model.ensemble import ModelError, load_model, model_problem
@@ -86,7 +87,7 @@ def test_sigkill_mid_training_loses_nothing_and_resumes_to_the_same_model(tiny_d
             proc.wait()
 
     # (a) nothing of the killed partition reads back as complete
-    cfg = PlatformConfig.load(root)
+    cfg = planned_config(PlatformConfig(data_root=str(root)))
     killed = cfg.instance_dir(keys[1])
     assert artifacts.instance_manifest(cfg, keys[1]) is None
     assert model_problem(killed) is not None
@@ -112,8 +113,7 @@ def test_sigkill_mid_training_loses_nothing_and_resumes_to_the_same_model(tiny_d
         assert len(recs) == 1  # materialized once, before the kill
 
     # (c) the same model as an uninterrupted run of the same configuration
-    ref_cfg = replace(PlatformConfig.from_dict(read_json(root / "ensemble_config.json")), data_root=str(tmp_path / "ref"))
-    ref_cfg.save()
+    ref_cfg = replace(planned_config(PlatformConfig(data_root=str(root))), data_root=str(tmp_path / "ref"))
     assert run_graph(ref_cfg) == (None, None)
     resumed, reference = root / "artifacts" / "consolidated_model", tmp_path / "ref" / "artifacts" / "consolidated_model"
     assert (root / "artifacts" / "training_plan.json").read_bytes() == (

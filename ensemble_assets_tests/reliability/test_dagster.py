@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ensemble_assets import cli
-from ensemble_assets.core import artifacts, stages
+from ensemble_assets.core import artifacts
+from ensemble_assets.core.artifacts import planned_config
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.model.ensemble import load_model
 from ensemble_assets.defs.dataset.assets import feature_screening, gene_inventory
@@ -23,6 +24,7 @@ from ensemble_assets.defs.planning.assets import training_plan
 from ensemble_assets.defs.training.assets import instance_model
 from ensemble_assets.defs.training.retraining import partitions_to_train
 from ensemble_assets.runs import materialize
+from ensemble_assets_tests.conftest import train_graph
 
 from . import faults as F
 from .harness import assert_intact, case_config, dataset_rows, model_predictions
@@ -33,16 +35,6 @@ ALL = [*PLAN, instance_model, consolidated_model]
 HOSTILE = F.HOSTILE_GENE_IDS
 
 
-def _run_all(cfg, instance) -> list[str]:
-    ok, errors = materialize(cfg, instance, PLAN, log=lambda m: None)
-    assert ok, errors
-    keys = sorted(instance.get_dynamic_partitions(gene_subsets.name))
-    for k in keys:
-        ok, errors = materialize(cfg, instance, [instance_model], partition_key=k, log=lambda m: None)
-        assert ok, errors
-    ok, errors = materialize(cfg, instance, [consolidated_model], log=lambda m: None)
-    assert ok, errors
-    return keys
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +46,7 @@ def hostile(tiny_dataset, tmp_path_factory):
     root = base / "root"
     cfg = case_config(root, data)
     with dg.instance_for_test() as instance:
-        keys = _run_all(cfg, instance)
+        keys = train_graph(cfg, instance)
         rows = dataset_rows(data)
         yield {"instance": instance, "root": root, "data": data, "keys": keys, "mapping": mapping,
                "rows": rows, "predictions": model_predictions(root, rows)}
@@ -62,7 +54,7 @@ def hostile(tiny_dataset, tmp_path_factory):
 
 def test_hostile_gene_ids_train_end_to_end_and_never_become_paths(hostile):
     root, mapping, keys = hostile["root"], hostile["mapping"], hostile["keys"]
-    cfg = PlatformConfig.load(root)
+    cfg = planned_config(PlatformConfig(data_root=str(root)))
     inventory_ids = set(pq.read_table(artifacts.paths(cfg)["inventory"]).column("gene_id").to_pylist())
     assert set(HOSTILE) <= inventory_ids and len(inventory_ids) == 48  # every id kept exactly, none merged
     plan = artifacts.load_plan(cfg)
@@ -180,11 +172,7 @@ def test_a_materialized_partition_with_a_damaged_model_is_retrained(hostile, tmp
 def test_cli_refuses_bad_settings_before_reading_or_writing_anything(flag, value, says, tiny_dataset, tmp_path,
                                                                       capsys, monkeypatch):
     root = tmp_path / "root"
-    good = case_config(root, tiny_dataset)
-    config_before = (root / "ensemble_config.json").read_bytes()
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "no-home"))
     code = cli.main(["train", "--dataset", str(tiny_dataset), "--data-root", str(root), flag, value])
     assert code == 2 and says in capsys.readouterr().err
-    assert (root / "ensemble_config.json").read_bytes() == config_before   # the UI's settings are kept
-    assert not (root / "artifacts").exists() and not (tmp_path / "no-home").exists()
-    assert PlatformConfig.load(root) == good
+    assert not root.exists() and not (tmp_path / "no-home").exists()   # nothing read, nothing written

@@ -60,11 +60,12 @@ def wait_at_barrier(barrier: Path, name: str, parties: int, timeout: float = 120
 def cmd_materialize(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from ensemble_assets.core.artifacts import planned_config
     from ensemble_assets.core.config import PlatformConfig
     from ensemble_assets.defs.training.assets import instance_model
     from ensemble_assets.runs import materialize
 
-    cfg = PlatformConfig.load(args.data_root)
+    cfg = planned_config(PlatformConfig(data_root=str(args.data_root)))
     seen = audit_writes(Path(args.data_root))
     with dg.DagsterInstance.get() as instance:
         wait_at_barrier(Path(args.barrier), args.partition, args.parties)
@@ -78,10 +79,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 def cmd_die_while_writing(args: argparse.Namespace) -> int:
     from ensemble_assets.core import stages
+    from ensemble_assets.core.artifacts import planned_config
     from ensemble_assets.core.config import PlatformConfig
     from ensemble_assets.core.training import loop as training
 
-    cfg = PlatformConfig.load(args.data_root)
+    cfg = planned_config(PlatformConfig(data_root=str(args.data_root)))
     real = training.sha256_file
 
     def checksum_then_die(path):

@@ -72,6 +72,15 @@ def _check_contract_types(f: Path, schema: pa.Schema) -> None:
             raise DatasetError(f"{f}: column '{name}' has type {typ}; the data contract requires a number")
 
 
+def parquet_files(root: Path) -> list[Path]:
+    """The dataset's Parquet files, sorted by name: ``root`` itself if it is a file, else the
+    ``*.parquet`` files (not hidden ones) of ``root/master`` if that is a directory, else of ``root``."""
+    if root.is_file():
+        return [root]
+    base = root / "master" if (root / "master").is_dir() else root
+    return sorted(p for p in base.glob("*.parquet") if not p.name.startswith("."))
+
+
 def open_dataset(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> ParquetDataset:
     """Resolve ``path`` (a directory of Parquet files, the MetaSpliceAI ``<dataset>/master``
     layout, or one Parquet file; other files such as ``gene_manifest.csv`` are ignored) and
@@ -80,13 +89,9 @@ def open_dataset(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS)
     root = Path(path).expanduser().resolve()
     if not root.exists():
         raise DatasetError(f"dataset path {root} does not exist")
-    if root.is_file():
-        files = [root]
-    else:
-        base = root / "master" if (root / "master").is_dir() else root
-        files = sorted(p for p in base.glob("*.parquet") if not p.name.startswith("."))
-        if not files:
-            raise DatasetError(f"no Parquet files (*.parquet) in {base}")
+    files = parquet_files(root)
+    if not files:
+        raise DatasetError(f"no Parquet files (*.parquet) in {root / 'master' if (root / 'master').is_dir() else root}")
     types: dict[str, pa.DataType] = {}
     rows, cols = [], []
     first: pa.Schema | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
@@ -96,8 +97,9 @@ def _inventory_queries(con, ds: ParquetDataset, read: list[str]) -> pa.Table:
                   for t in ("TP", "FP", "FN", "TN")]
     if "gene_length" in q:
         extra.append(f"max({q['gene_length']}) AS gene_length")
-    if "chrom" in q:
+    if "chrom" in q:  # a gene's rows on several chromosomes: n_chroms > 1 (a chromosome holdout refuses it)
         extra.append(f"min(CAST({q['chrom']} AS VARCHAR)) AS chrom")
+        extra.append(f"count(DISTINCT CAST({q['chrom']} AS VARCHAR)) AS n_chroms")
     if "position" in q:
         extra.append(f"count({q['position']}) - count(DISTINCT {q['position']}) AS duplicate_positions")
     sql = (
@@ -168,6 +170,9 @@ def _profile(ds: ParquetDataset, inventory: pa.Table, total_rows: int) -> dict[s
             c: [f.name for f in ds.files_missing(c)] for c in ds.columns if ds.files_missing(c)
         } if len(ds.files) > 1 else {},
     }
+    if "chrom" in inventory.schema.names:  # genes per chromosome (the names --holdout-chromosomes takes)
+        counts = Counter(inventory.column("chrom").to_pylist())
+        profile["genes_per_chromosome"] = {str(c): counts[c] for c in sorted(counts, key=str)}
     if "duplicate_positions" in inventory.schema.names:
         profile["duplicate_positions"] = int(pa.compute.sum(inventory.column("duplicate_positions")).as_py() or 0)
     return profile

@@ -74,6 +74,14 @@ GENE_CONTEXT_FEATURES: tuple[str, ...] = (
 )
 # chromosome-level leakage across instances
 NON_FEATURE_BY_DEFAULT: tuple[str, ...] = ("chrom",)
+# absolute genomic coordinates: a number on one assembly's axis, meaningless for another genome,
+# chromosome or assembly version (a model would learn where genes are, not what a site looks
+# like); never features, whatever include_structural or include_chrom say
+COORDINATE_COLUMNS: tuple[str, ...] = (
+    "gene_start", "gene_end", "tx_start", "tx_end", "absolute_position", "window_start", "window_end",
+    "true_position", "predicted_position",
+)
+COORDINATE_PREFIXES: tuple[str, ...] = ("window_",)
 
 # Arrow types of the MetaSpliceAI layout (as in atha_chr1): strings for ids and labels, int64
 # for positions, counts and flags (true_position / predicted_position nullable), float64 for
@@ -91,6 +99,11 @@ INT64_COLUMNS: tuple[str, ...] = (
 NULLABLE_COLUMNS: tuple[str, ...] = ("true_position", "predicted_position")
 
 KMER_PATTERN = re.compile(r"^(\d+)mer_[ACGTN]+$")
+
+
+def is_coordinate(column: str) -> bool:
+    """True for absolute genomic coordinates (``COORDINATE_COLUMNS``, ``window_*``): never features."""
+    return column in COORDINATE_COLUMNS or column.startswith(COORDINATE_PREFIXES)
 
 
 def is_kmer(column: str) -> bool:

@@ -9,6 +9,18 @@ import numpy as np
 import pyarrow as pa
 
 from ensemble_assets.core.data.contract import DatasetError, ParquetDataset, label_codes
+from ensemble_assets.core.data.declaration import gene_context_decision, read_declaration
+from ensemble_assets.core.data.exact_stats import (
+    CORRELATION_BITS,
+    MEAN_BITS,
+    center_and_bound,
+    correlation_from_sums,
+    exact_label_correlation,
+    exact_mean,
+    fixed_point_sql,
+    mean_from_sum,
+    scale_exponent,
+)
 from ensemble_assets.core.data.features import source_columns, to_feature_matrix
 from ensemble_assets.core.data.inventory import LABEL_SQL, _source, connect, internal_name
 from ensemble_assets.core.data.read_errors import read_errors
@@ -26,9 +38,14 @@ from ensemble_assets.core.data.schema import (
     NON_FEATURE_BY_DEFAULT,
     STRUCTURAL_LEAKAGE_COLUMNS,
     feature_family,
+    is_coordinate,
     is_kmer,
 )
 from ensemble_assets.core.data.sql import _quote
+
+COORDINATE_REASON = "coordinate: an absolute genomic position, meaningless across genomes and assemblies"
+# the largest k-mer size kept by default (ScreeningSettings.kmer_sizes None)
+DEFAULT_MAX_KMER_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -41,9 +58,21 @@ class ScreeningSettings:
     include_chrom: bool = False
     gene_position: bool = True            # compute GENE_POSITION_FEATURES from position and gene_length
     # compute GENE_CONTEXT_FEATURES: only for a dataset that holds every position of a gene whose
-    # donor or acceptor score reaches CANDIDATE_MIN_SCORE (else their rows are a label-driven sample)
-    gene_context: bool = False
-    kmer_sizes: tuple[int, ...] | None = None   # None: all k-mer sizes present
+    # donor or acceptor score reaches CANDIDATE_MIN_SCORE (else their rows are a label-driven sample).
+    # None: follow the dataset's declaration (dataset.json); True / False: explicit
+    gene_context: bool | None = None
+    # k-mer sizes kept as features; None (the default): the sizes up to DEFAULT_MAX_KMER_SIZE. On
+    # validation genes of atha_chr1 the 5-mers added nothing measurable over the 3-mers while
+    # multiplying the features by ten (memory and training time ×3–5): docs/results.md#why-the-
+    # defaults-are-what-they-are. An explicit tuple wins, e.g. (3, 5) for every size of atha_chr1.
+    kmer_sizes: tuple[int, ...] | None = None
+
+
+def kmer_size_selected(column: str, kmer_sizes: tuple[int, ...] | None) -> bool:
+    """Whether the k-mer ``column`` is kept: its size is in ``kmer_sizes``, or, when that is None,
+    at most ``DEFAULT_MAX_KMER_SIZE``."""
+    k = int(column.split("mer_")[0])
+    return k <= DEFAULT_MAX_KMER_SIZE if kmer_sizes is None else k in kmer_sizes
 
 
 def _numeric(t: pa.DataType) -> bool:
@@ -55,6 +84,7 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
     """Return the manifest table: column, dtype, family, is_feature, reason, stats, fill_value."""
     rows: list[dict] = []
     candidates: list[str] = []
+    context = gene_context_decision(settings.gene_context, read_declaration(ds.root))
     for name, typ in zip(ds.schema.names, ds.schema.types):
         fam = feature_family(name)
         reason = ""
@@ -67,6 +97,8 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
                       "donor_*/acceptor_* hold both tracks)")
         elif name in NON_FEATURE_BY_DEFAULT and not settings.include_chrom:
             reason = "chromosome (leaks across instances; not a feature by default)"
+        elif is_coordinate(name):
+            reason = COORDINATE_REASON
         elif name in ID_COLUMNS:
             reason = "metadata / identifier"
         elif name in STRUCTURAL_LEAKAGE_COLUMNS and not settings.include_structural:
@@ -75,13 +107,14 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
             reason = "user exclusion"
         elif not _numeric(typ):
             reason = f"non-numeric ({typ})"
-        elif settings.kmer_sizes is not None and is_kmer(name) and int(name.split("mer_")[0]) not in settings.kmer_sizes:
-            reason = "k-mer size not selected"
+        elif is_kmer(name) and not kmer_size_selected(name, settings.kmer_sizes):
+            reason = ("k-mer size not selected" if settings.kmer_sizes is not None else
+                      f"k-mer size above {DEFAULT_MAX_KMER_SIZE} (the default; kmer_sizes / --kmer-sizes keeps it)")
         rows.append({"column": name, "dtype": str(typ), "family": fam, "reason": reason})
         if not reason:
             candidates.append(name)
     for on, computed, sources in ((settings.gene_position, GENE_POSITION_FEATURES, GENE_POSITION_SOURCES),
-                                  (settings.gene_context, GENE_CONTEXT_FEATURES, GENE_CONTEXT_SOURCES)):
+                                  (context.on, GENE_CONTEXT_FEATURES, GENE_CONTEXT_SOURCES)):
         if on and all(c in ds.columns and (c == GENE_COLUMN or _numeric(ds.schema.field(c).type)) for c in sources):
             rows += [{"column": name, "dtype": "double", "family": feature_family(name), "reason": ""}
                      for name in computed if name not in ds.columns]
@@ -101,6 +134,9 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
                                "on a gene sample (near-separates the classes)")
         r["is_feature"] = not r["reason"]
         r["fill_value"] = 0.0 if is_kmer(r["column"]) else float(r["mean"]) if r.get("mean") is not None else 0.0
+    if not context.on:  # the gene-context features, not computed, with the reason
+        rows += [{"column": name, "dtype": "double", "family": feature_family(name), "is_feature": False,
+                  "reason": context.reason} for name in GENE_CONTEXT_FEATURES if name not in ds.columns]
     if not any(r["is_feature"] for r in rows):
         raise DatasetError(f"dataset {ds.root}: no usable feature column after screening")
     return pa.Table.from_pylist(rows, schema=pa.schema([
@@ -130,7 +166,7 @@ def _column_stats(ds: ParquetDataset, columns: list[str], genes: Sequence[str],
     out: dict[str, dict] = {}
     try:
         with read_errors(ds, [GENE_COLUMN, LABEL_COLUMN, *columns]):
-            _stats_queries(con, ds, columns, settings, chunk, out)
+            _stats_queries(con, ds, columns, settings, chunk, out, all_genes=len(sample) == len(set(genes)))
     finally:
         con.close()
     return out
@@ -149,49 +185,81 @@ def _computed_stats(ds: ParquetDataset, names: list[str], genes: Sequence[str],
         t = pads.dataset(ds.file_strings, schema=ds.schema, format="parquet").to_table(
             columns=cols, filter=pads.field(GENE_COLUMN).isin(pa.array(_sample_genes(genes, settings), pa.string())))
     X = to_feature_matrix(t, names, {n: np.nan for n in names}, f"dataset {ds.root}").astype(np.float64)
-    is_splice = (label_codes(t.column(LABEL_COLUMN)) > 0).astype(np.float64)
+    is_splice = label_codes(t.column(LABEL_COLUMN)) > 0
     out: dict[str, dict] = {}
     for j, name in enumerate(names):
         v = X[:, j]
         ok = np.isfinite(v)  # missing sources (NaN) are filled like a missing value
-        corr = (float(np.corrcoef(v[ok], is_splice[ok])[0, 1])
-                if ok.sum() > 1 and np.ptp(v[ok]) > 0 and np.ptp(is_splice[ok]) > 0 else None)
         out[name] = {"non_null": int(ok.sum()), "nan_count": 0, "inf_count": 0,
                      "min": float(v[ok].min()) if ok.any() else None, "max": float(v[ok].max()) if ok.any() else None,
-                     "mean": float(v[ok].mean()) if ok.any() else None, "label_corr": corr, "inf_files": []}
+                     "mean": exact_mean(v[ok]), "label_corr": exact_label_correlation(v[ok], is_splice[ok]),
+                     "inf_files": []}
     return out
 
 
 def _stats_queries(con, ds: ParquetDataset, columns: list[str], settings: ScreeningSettings, chunk: int,
-                   out: dict[str, dict]) -> None:
+                   out: dict[str, dict], all_genes: bool) -> None:
+    """Two scans per chunk of columns. The first: counts, min and max (exact in any order). The
+    second: exact fixed-point sums (``exact_stats``) per (gene sample?, splice site?) group, from
+    which the mean over all rows and the label correlation over the gene sample are made — the
+    same numbers on every run, whatever the threads."""
     p = {"files": ds.file_strings}
     src = _source(ds)
-    fcol, lab = _quote(internal_name(ds, "file")), _quote(internal_name(ds, "label"))
+    fcol, smp, pos = (_quote(internal_name(ds, n)) for n in ("file", "sample", "splice"))
+    in_sample = "TRUE" if all_genes else f"{_quote(GENE_COLUMN)} IN (SELECT gene_id FROM sample_genes)"
     for i in range(0, len(columns), chunk):
         part = columns[i:i + chunk]
+        finite = {c: f"CASE WHEN isfinite(CAST({_quote(c)} AS DOUBLE)) THEN CAST({_quote(c)} AS DOUBLE) END"
+                  for c in part}
         aggs = []
         for c in part:
             d = f"CAST({_quote(c)} AS DOUBLE)"
-            fin = f"CASE WHEN isfinite({d}) THEN {d} END"
-            aggs += [f"count({d})", f"count_if(isnan({d}))", f"count_if(isinf({d}))",
-                     f"min({fin})", f"max({fin})", f"avg({fin})"]
+            aggs += [f"count({d})", f"count_if(isnan({d}))", f"count_if(isinf({d}))", f"min({finite[c]})",
+                     f"max({finite[c]})"]
         vals = con.sql(f"SELECT {', '.join(aggs)} FROM {src}", params=p).fetchall()[0]
-        corr_aggs = [f"corr(CASE WHEN isfinite(CAST({_quote(c)} AS DOUBLE)) THEN CAST({_quote(c)} AS DOUBLE) END, "
-                     f"CAST({lab} > 0 AS DOUBLE))" for c in part]
-        corr = con.sql(
-            f"SELECT {', '.join(corr_aggs)} FROM (SELECT {', '.join(_quote(c) for c in part)}, {LABEL_SQL} AS {lab} "
-            f"FROM {src} WHERE {_quote(GENE_COLUMN)} IN (SELECT gene_id FROM sample_genes))", params=p).fetchall()[0]
+        finite_cols, scaled, sums, scales = [], [], [], {}
         for j, c in enumerate(part):
-            nn, nan, inf, mn, mx, mean = vals[6 * j:6 * j + 6]
-            rc = corr[j]
-            out[c] = {"non_null": int(nn), "nan_count": int(nan), "inf_count": int(inf),
-                      "min": mn, "max": mx, "mean": mean,
-                      "label_corr": None if rc is None or not np.isfinite(rc) else float(rc),
-                      "inf_files": []}
-            if inf:
+            nn, nan, inf, mn, mx = vals[5 * j:5 * j + 5]
+            out[c] = {"non_null": int(nn), "nan_count": int(nan), "inf_count": int(inf), "min": mn, "max": mx,
+                      "mean": None, "label_corr": None, "inf_files": []}
+            if mn is None:
+                continue   # no finite value: no mean, no correlation
+            bound = max(abs(mn), abs(mx))
+            k_mean = scale_exponent(bound, MEAN_BITS) if bound else 0
+            center, half = center_and_bound(mn, mx)
+            k_corr = scale_exponent(half, CORRELATION_BITS) if half else 0
+            f, m, q = (_quote(internal_name(ds, f"{n}{j}")) for n in ("f", "m", "q"))
+            finite_cols.append(f"{finite[c]} AS {f}")
+            scaled += [f"{fixed_point_sql(f, k_mean)} AS {m}", f"{fixed_point_sql(f, k_corr, center)} AS {q}"]
+            sums += [f"sum({m})", f"count({q})", f"sum({q})", f"sum({q} * {q})"]
+            scales[c] = (k_mean, len(scales))
+        if scales:
+            groups = con.sql(
+                f"SELECT {smp}, {pos}, {', '.join(sums)} FROM (SELECT {', '.join(scaled)}, {smp}, {pos} FROM "
+                f"(SELECT {', '.join(finite_cols)}, {in_sample} AS {smp}, ({LABEL_SQL}) > 0 AS {pos} FROM {src})) "
+                "GROUP BY ALL", params=p).fetchall()
+            for c, (k_mean, j) in scales.items():
+                _exact_mean_and_correlation(out[c], groups, k_mean, j)
+        for c in part:
+            if out[c]["inf_count"]:
                 out[c]["inf_files"] = [r[0] for r in con.sql(
                     f"SELECT DISTINCT {fcol} FROM {src} WHERE isinf(CAST({_quote(c)} AS DOUBLE)) ORDER BY 1",
                     params=p).fetchall()]
+
+
+def _exact_mean_and_correlation(stats: dict, groups: list[tuple], k_mean: int, j: int) -> None:
+    """The mean over all rows and the label correlation over the gene sample of column ``j`` from its
+    exact sums in each (in sample, splice site) group: integers, so their order does not matter."""
+    total, n, s, ss, n_pos, s_pos = 0, 0, 0, 0, 0, 0
+    for in_sample, positive, *sums in groups:
+        m, cnt, q, qq = (int(v or 0) for v in sums[4 * j:4 * j + 4])
+        total += m
+        if in_sample:
+            n, s, ss = n + cnt, s + q, ss + qq
+            if positive:
+                n_pos, s_pos = n_pos + cnt, s_pos + q
+    stats["mean"] = mean_from_sum(total, stats["non_null"] - stats["nan_count"] - stats["inf_count"], k_mean)
+    stats["label_corr"] = correlation_from_sums(n, s, ss, n_pos, s_pos)
 
 
 def feature_columns(manifest: pa.Table) -> tuple[list[str], dict[str, float]]:

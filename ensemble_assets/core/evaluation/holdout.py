@@ -56,6 +56,7 @@ class ScoredRows:
     proba: np.ndarray                  # (n, 3) calibrated
     raw: np.ndarray | None = None      # (n, 3) uncalibrated one-vs-rest booster outputs
     group: np.ndarray | None = None    # (n,) gene group for cross-fitted thresholds
+    splice: np.ndarray | None = None   # (n,) the splice score where it is not proba's donor + acceptor
 
     def __len__(self) -> int:
         return len(self.label)
@@ -70,10 +71,12 @@ class ScoredRows:
 
     @property
     def p_splice(self) -> np.ndarray:
-        return self.proba[:, 1] + self.proba[:, 2]
+        return self.splice if self.splice is not None else self.proba[:, 1] + self.proba[:, 2]
 
     @property
     def base_splice(self) -> np.ndarray:
+        """The base model's splice score: donor + acceptor as the dataset holds them (not renormalised),
+        the one score every base-model threshold and figure uses."""
         return self.base[:, 1].astype(np.float64) + self.base[:, 2]
 
     def with_proba(self, proba: np.ndarray, raw: np.ndarray | None = None) -> "ScoredRows":
@@ -278,6 +281,17 @@ def predict_rows(model_dir: str | Path, ds: ParquetDataset, genes: Sequence[str]
 # --------------------------------------------------------------------------- metrics
 
 
+def base_model_rows(rows: ScoredRows) -> ScoredRows:
+    """The base model as a model row: its three scores renormalised to sum to 1 for the 3-class and
+    calibration figures, its splice decisions on ``base_splice`` (donor + acceptor as the dataset holds
+    them). The dataset's scores need not sum to exactly 1 (atha_chr1: 0.99964–1.00036), and a threshold
+    chosen on ``base_splice`` applied to renormalised scores would flip rows next to it: the base row's
+    ``splice_f1`` would then differ from ``base_splice_f1_at_oof_threshold`` at the same threshold."""
+    proba = rows.base / np.clip(rows.base.sum(axis=1, keepdims=True), 1e-12, None)
+    return replace(rows.with_proba(proba), splice=rows.base_splice)
+
+
+
 def _has_base(rows: ScoredRows) -> bool:
     return bool(np.isfinite(rows.base).all())
 
@@ -291,7 +305,7 @@ def score_model(name: str, kind: str, rows: ScoredRows, threshold: float | np.nd
     has_base = _has_base(rows)
     thr = np.asarray(threshold, dtype=np.float64)
     m = evaluate(rows.label, rows.proba, rows.gene_idx, rows.base if has_base else None,
-                 threshold=thr, base_threshold=0.5)
+                 threshold=thr, base_threshold=0.5, splice_score=rows.splice)
     m["splice_threshold"] = float(np.median(thr))
     out: dict[str, Any] = {"model": name, "kind": kind, "scope": scope, **m}
     at05 = binary_splice_metrics(rows.y_splice, rows.p_splice, 0.5)
@@ -330,11 +344,13 @@ class Evaluation:
     bins: list[dict[str, Any]]              # reliability bins per model × class × kind × strategy
     scored: dict[str, ScoredRows]           # the evaluated rows per model (base scores included)
     thresholds: dict[str, float]            # model → splice threshold (chosen on out-of-fold rows)
+    holdout: str = ""                       # what the plan held out (chromosomes or genes), in words
 
 
 def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_genes: Sequence[str],
-                    settings: EvaluationSettings = EvaluationSettings()) -> Evaluation:
-    """Base model, every member and the consolidated model on genes they never trained on."""
+                    settings: EvaluationSettings = EvaluationSettings(), holdout: str = "") -> Evaluation:
+    """Base model, every member and the consolidated model on genes they never trained on.
+    ``holdout``: what the plan held out, in words (``plan.describe_holdout``), named in every row."""
     members, oof = consolidated_oof(model_dir)
     pooled = oof["consolidated"]
     names = [m["partition_key"] for m in members] + ["consolidated"]
@@ -351,7 +367,8 @@ def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_ge
         thresholds: dict[str, Any] = {k: oof_splice_threshold(oof[k]) for k in names}
         base_thr: Any = choose_threshold(pooled.y_splice, pooled.base_splice) if _has_base(pooled) else None
         scope = HOLDOUT
-        note = (f"holdout: {len(set(holdout_genes))} genes of the plan's global holdout; no instance trained on "
+        note = (f"holdout: {len(set(holdout_genes))} genes of the plan's global holdout"
+                + (f" — {holdout}" if holdout else "") + "; no instance trained on "
                 "them. Splice thresholds chosen on out-of-fold predictions of the training genes, then applied "
                 "unchanged to the holdout rows.")
     else:
@@ -370,7 +387,7 @@ def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_ge
     table, calibration, bins = [], [], []
     rows_by_model: dict[str, ScoredRows] = {}
     if _has_base(ref):
-        base_rows = ref.with_proba(ref.base / np.clip(ref.base.sum(axis=1, keepdims=True), 1e-12, None))
+        base_rows = base_model_rows(ref)
         rows_by_model["base"] = base_rows
         table.append(score_model("base", "base", base_rows, base_thr, base_thr, scope, settings.ece_bins,
                                  proba_kind="base_scores"))
@@ -378,13 +395,14 @@ def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_ge
         rows_by_model[name] = scored[name]
         table.append(score_model(name, kinds[name], scored[name], thresholds[name], base_thr, scope, settings.ece_bins))
     for r in table:
+        r["holdout"] = holdout or ("none" if scope == OUT_OF_FOLD else f"{len(set(holdout_genes))} genes")
         calibration += [{"model": r["model"], **c} for c in r.pop("_calibration")]
         bins += [{"model": r["model"], **b} for b in r.pop("_bins")]
     summary_thr = {k: float(np.median(v)) for k, v in thresholds.items()}
     if base_thr is not None:
         summary_thr["base"] = float(np.median(base_thr))
     return Evaluation(scope, note, int(len(np.unique(ref.gene_id))), len(ref), table, calibration, bins,
-                      rows_by_model, summary_thr)
+                      rows_by_model, summary_thr, table[0]["holdout"])
 
 
 def table_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:

@@ -50,12 +50,13 @@ def binary_splice_metrics(y_splice: np.ndarray, p_splice: np.ndarray, threshold:
 
 def evaluate(y: np.ndarray, proba: np.ndarray, gene_idx: np.ndarray,
              base: np.ndarray | None = None, threshold: float = 0.5,
-             base_threshold: float | None = None) -> dict[str, Any]:
+             base_threshold: float | None = None, splice_score: np.ndarray | None = None) -> dict[str, Any]:
     """All evaluation metrics (docs/evaluation.md) for 3-class probabilities ``proba`` (n×3, neither/donor/acceptor).
 
     ``base``: the base model's scores (n×3) for the base-vs-meta splice comparison on splice
     probability (donor + acceptor): the meta model at ``threshold``, the base model at
-    ``base_threshold`` (default: the same threshold)."""
+    ``base_threshold`` (default: the same threshold). ``splice_score``: the model's splice score
+    when it is not ``proba``'s donor + acceptor (the base model: its unnormalised scores)."""
     y = np.asarray(y, dtype=np.int64)
     pred = proba.argmax(axis=1)
     out: dict[str, Any] = {"rows": int(len(y)), "genes": int(len(np.unique(gene_idx)))}
@@ -72,8 +73,9 @@ def evaluate(y: np.ndarray, proba: np.ndarray, gene_idx: np.ndarray,
             out[f"topk_{name}"] = topk_accuracy(gene_idx, yc, proba[:, c])
     out["macro_ap"] = float(np.mean(aps)) if aps else None
     y_splice = y > 0
-    out["topk_splice"] = topk_accuracy(gene_idx, y_splice, proba[:, 1] + proba[:, 2])
-    meta = binary_splice_metrics(y_splice, proba[:, 1] + proba[:, 2], threshold)
+    p_splice = proba[:, 1] + proba[:, 2] if splice_score is None else np.asarray(splice_score, dtype=np.float64)
+    out["topk_splice"] = topk_accuracy(gene_idx, y_splice, p_splice)
+    meta = binary_splice_metrics(y_splice, p_splice, threshold)
     out.update({f"splice_{k}": v for k, v in meta.items()})
     if base is not None and np.isfinite(base).all():
         b = binary_splice_metrics(y_splice, base[:, 1] + base[:, 2],

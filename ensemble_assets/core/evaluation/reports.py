@@ -167,12 +167,14 @@ def training_summary_markdown(s: dict[str, Any], perf: list[dict[str, Any]], ev:
         f"**Dataset** `{s['dataset']}` — {cov['genes']} genes; plan `{s['strategy']}`: {s['instances']} instance(s), "
         f"{cov['training_genes']} training genes, {cov['holdout_genes']} holdout genes"
         + (f", {cov['not_in_plan']} genes not sampled" if cov["not_in_plan"] else "") + ".", "",
+        f"**Held out** {s.get('holdout') or ev.get('holdout') or 'genes'}.", "",
         f"**Gene coverage** {cov['coverage']:.1%} of training genes ({cov['covered_training_genes']}/"
         f"{cov['training_genes']}); {cov['genes_in_two_or_more_instances']} genes in two or more instances (overlap)."
         + (f" Missing partitions: {', '.join(s['missing_partitions'])}." if s["missing_partitions"] else ""), "",
         f"**Consolidated model** `{s['model_dir']}`: {s['features_union']} features, weights: {s['weighting']}. "
         f"Total training time {s['total_train_seconds']:.0f} s, max peak RSS {s['max_peak_rss_mb']} MB.", "",
-        f"## Base vs meta on {scope_word} ({ev['genes']} genes, {ev['rows']} rows)", "",
+        f"## Base vs meta on {scope_word} ({ev['genes']} genes, {ev['rows']} rows; held out: "
+        f"{ev.get('holdout') or 'genes'})", "",
         f"_{ev['scope_note']}_", "",
         format_table(ev["headline"], markdown=True, columns=HEADLINE_COLUMNS), "",
         "## Instances", "", format_table(inst, markdown=True),

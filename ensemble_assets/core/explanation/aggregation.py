@@ -28,7 +28,7 @@ LEGACY_COLUMNS = ("feature", "importance_neither", "importance_donor", "importan
 
 
 def feature_group(name: str) -> str:
-    """``{k}-mer`` for k-mer counts (any k), else the DESIGN §4 family (base_score, context, …)."""
+    """``{k}-mer`` for k-mer counts (any k), else the data-contract family of docs/architecture.md#column-families (base_score, context, …)."""
     m = KMER_PATTERN.match(name)
     return f"{m.group(1)}-mer" if m else feature_family(name)
 

@@ -143,12 +143,10 @@ def decide(store: ModelStore, candidate_id: str, settings: PromotionSettings, ec
                f"and the current version {current} trained on all of them (or there are none)")
         if settings.allow_without_common_holdout:
             reason = f"{why}; promoted without comparison (promotion.allow_without_common_holdout)"
-            store.promote(candidate_id, reason, actor, comparison=comparison, gate="no common unseen genes")
-            return PromotionDecision(candidate_id, current, True, reason, comparison)
+            return _record(store, candidate_id, current, True, reason, actor, comparison, "no common unseen genes")
         reason = (f"{why}; refused: set promotion.allow_without_common_holdout to promote without a comparison, "
                   f"or promote by hand (ensemble-assets models promote {candidate_id} --reason ...)")
-        store.refuse(candidate_id, reason, actor, comparison=comparison, gate="no common unseen genes")
-        return PromotionDecision(candidate_id, current, False, reason, comparison)
+        return _record(store, candidate_id, current, False, reason, actor, comparison, "no common unseen genes")
     failed = [c for c in comparison["checks"] if not c["ok"]]
     figures = "; ".join(f"{c['label']} {_fmt(c['candidate'])} vs {_fmt(c['current'])}" for c in comparison["checks"])
     if failed:
@@ -156,12 +154,10 @@ def decide(store: ModelStore, candidate_id: str, settings: PromotionSettings, ec
                   "trained on: " + "; ".join(
                       f"{c['label']} {_fmt(c['candidate'])} vs {_fmt(c['current'])} (worse by {_fmt(c['worse_by'])} > "
                       f"{c['setting']} {c['tolerance']})" for c in failed))
-        store.refuse(candidate_id, reason, actor, comparison=comparison, gate="worse than current")
-        return PromotionDecision(candidate_id, current, False, reason, comparison)
+        return _record(store, candidate_id, current, False, reason, actor, comparison, "worse than current")
     reason = (f"not worse than {current} beyond tolerance on {comparison['genes']} genes neither trained on "
               f"(candidate vs current: {figures})")
-    store.promote(candidate_id, reason, actor, comparison=comparison, gate="passed")
-    return PromotionDecision(candidate_id, current, True, reason, comparison)
+    return _record(store, candidate_id, current, True, reason, actor, comparison, "passed")
 
 
 def _fmt(v: Any) -> str:
@@ -177,3 +173,10 @@ def comparison_rows(comparison: dict[str, Any]) -> list[dict[str, Any]]:
                      "candidate": comparison["candidate"]["splice_threshold"],
                      "current": comparison["current"]["splice_threshold"]})
     return rows
+
+
+def _record(store: ModelStore, candidate_id: str, current: str | None, promote: bool, reason: str, actor: str,
+            comparison: dict[str, Any], gate: str) -> PromotionDecision:
+    """Promote or refuse the candidate in the store's history, and the decision that says so."""
+    (store.promote if promote else store.refuse)(candidate_id, reason, actor, comparison=comparison, gate=gate)
+    return PromotionDecision(candidate_id, current, promote, reason, comparison)

@@ -70,7 +70,7 @@ def content_id(model_dir: str | Path) -> str:
     return sha256_text(json.dumps(payload, sort_keys=True))[:16]
 
 
-def _version_summary(model_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def _version_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     op = manifest.get("operating_point") or {}
     return {"instances": len(manifest.get("members", [])), "holdout_genes": len(manifest.get("holdout_genes", [])),
             "gene_coverage": manifest.get("gene_coverage"), "splice_threshold": op.get("splice_threshold"),
@@ -212,7 +212,7 @@ class ModelStore:
             with atomic_directory(self.root / vid) as tmp:
                 shutil.copytree(candidate_dir, tmp, dirs_exist_ok=True)
                 write_json(tmp / VERSION_FILE, {"id": vid, "created": _now(), "source": str(candidate_dir),
-                                                "summary": _version_summary(candidate_dir, manifest)})
+                                                "summary": _version_summary(manifest)})
             self._prune()
         return vid
 

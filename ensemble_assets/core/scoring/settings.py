@@ -1,4 +1,4 @@
-"""Scoring settings (the ``"scoring"`` section of ``ensemble_config.json``)."""
+"""Scoring settings (the ``scoring`` group of the run config)."""
 
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -94,3 +95,33 @@ def fold_splits(data: Any, settings: TrainingSettings) -> tuple[np.ndarray, np.n
         splits.append(FoldSplit(k, np.flatnonzero(~is_oof & ~is_val), np.flatnonzero(is_val),
                                 np.flatnonzero(is_oof), n))
     return fold_of_gene, fold, val_genes, splits
+
+
+# progress of a fold model's fit: a line every PROGRESS_EVERY_ROUNDS rounds, but only once
+# PROGRESS_MIN_SECONDS have passed since the last line (a quick fit says nothing until it ends)
+PROGRESS_EVERY_ROUNDS = 25
+PROGRESS_MIN_SECONDS = 30.0
+
+
+class FitProgress:
+    """Progress lines of one fold model's fit (``log``): while it runs, rarely (see above); when it
+    ends, one line with the best iteration and the validation genes' log loss."""
+
+    def __init__(self, log: Callable[[str], None], split: FoldSplit, n_folds: int, name: str, unit: str = "rounds"):
+        self.log, self.unit = log, unit
+        self.label = f"fold {split.k + 1}/{n_folds} {name}"
+        self.t0 = self.last = time.perf_counter()
+
+    def round(self, iteration: int, val_loss: float, best_loss: float) -> None:
+        if (iteration + 1) % PROGRESS_EVERY_ROUNDS:
+            return
+        now = time.perf_counter()
+        if now - self.last >= PROGRESS_MIN_SECONDS:
+            self.last = now
+            self.log(f"{self.label}: {self.unit[:-1]} {iteration + 1}, val log loss {val_loss:.5f} "
+                     f"(best {best_loss:.5f}), {now - self.t0:.0f}s")
+
+    def done(self, best_iteration: int, best_loss: float, iterations: int, max_iterations: int) -> None:
+        state = "early-stopped" if iterations < max_iterations else f"reached the maximum {max_iterations}"
+        self.log(f"{self.label}: best {self.unit[:-1]} {best_iteration + 1} of {iterations} ({state}), "
+                 f"val log loss {best_loss:.5f}, {time.perf_counter() - self.t0:.1f}s")

@@ -38,11 +38,16 @@ from ensemble_assets.core.data.schema import CLASSES
 from ensemble_assets.core.data.streaming import iter_subset_batches
 from ensemble_assets.core.evaluation.metrics import binary_log_loss, multiclass_log_loss
 from ensemble_assets.core.training import sklearn_export
-from ensemble_assets.core.training.folds import FoldFit, FoldSplit, new_curves
+from ensemble_assets.core.training.folds import FitProgress, FoldFit, FoldSplit, new_curves
 from ensemble_assets.core.training.matrix import gather_rows, load_subset
 from ensemble_assets.core.training.settings import INSTANCE_KINDS, TrainingSettings, xgb_params
 
 Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
 MULTICLASS = "multiclass"   # the output name of single multi-class models (best_iterations, curves)
 TRAIN_CURVE_ROWS = 10_000   # training rows on which the scikit-learn kinds' train log loss is computed
 
@@ -60,7 +65,8 @@ class InstanceKind:
              settings: TrainingSettings, log: Log) -> Any:
         raise NotImplementedError
 
-    def fit_fold(self, data: Any, split: FoldSplit, settings: TrainingSettings) -> FoldFit:
+    def fit_fold(self, data: Any, split: FoldSplit, settings: TrainingSettings, log: Log = _quiet) -> FoldFit:
+        """One fold model; its progress (rounds, best iteration, validation log loss) goes to ``log``."""
         raise NotImplementedError
 
     def finish_oof(self, data: Any, fold: np.ndarray, fold_models: list[Any], raw_oof: np.ndarray,
@@ -85,14 +91,15 @@ class InstanceKind:
 
 def _boost_early_stopped(params: dict[str, Any], dm: Any, split: FoldSplit, y: np.ndarray,
                          loss: Callable[[np.ndarray, np.ndarray], float], settings: TrainingSettings,
-                         name: str, curves: dict[str, list]) -> tuple[Any, np.ndarray]:
+                         name: str, curves: dict[str, list], log: Log = _quiet) -> tuple[Any, np.ndarray]:
     """``xgb.train`` on the fold's training rows (weights), stopping on the validation genes'
     ``loss`` read from the prediction cache; returns the booster and the out-of-fold rows'
-    predictions at the best iteration."""
+    predictions at the best iteration. Progress goes to ``log`` (``FitProgress``)."""
     import xgboost as xgb
 
     yv, yt = y[split.val], y[split.train]
-    state: dict[str, Any] = {"best": np.inf, "pred": None}
+    state: dict[str, Any] = {"best": np.inf, "pred": None, "rounds": 0}
+    progress = FitProgress(log, split, settings.n_folds, name)
 
     def metric(predt: np.ndarray, _dm: Any) -> tuple[str, float]:
         vl = loss(predt[split.val], yv)
@@ -102,11 +109,14 @@ def _boost_early_stopped(params: dict[str, Any], dm: Any, split: FoldSplit, y: n
         curves["val_logloss"].append(vl)
         if vl < state["best"]:
             state["best"], state["pred"] = vl, predt[split.oof].copy()
+        progress.round(state["rounds"], vl, state["best"])
+        state["rounds"] += 1
         return "val_logloss", vl
 
     bst = xgb.train(params, dm, num_boost_round=settings.n_estimators, evals=[(dm, "subset")],
                     custom_metric=metric, early_stopping_rounds=settings.early_stopping_rounds,
                     verbose_eval=False)
+    progress.done(int(bst.best_iteration), float(state["best"]), state["rounds"], settings.n_estimators)
     return bst, state["pred"]
 
 
@@ -145,7 +155,7 @@ class XGBoostOneVsRest(InstanceKind):
     def load(self, ds, genes, features, fill, settings, log):
         return load_subset(ds, genes, features, fill, settings)
 
-    def fit_fold(self, data, split, settings):
+    def fit_fold(self, data, split, settings, log=_quiet):
         params = xgb_params(settings)
         curves = new_curves()
         out = np.empty((len(split.oof), 3), dtype=np.float64)
@@ -154,7 +164,8 @@ class XGBoostOneVsRest(InstanceKind):
         for c, cname in enumerate(CLASSES):
             y = (data.label == c).astype(np.float32)
             data.dmatrix.set_label(y)
-            bst, pred = _boost_early_stopped(params, data.dmatrix, split, y, binary_log_loss, settings, cname, curves)
+            bst, pred = _boost_early_stopped(params, data.dmatrix, split, y, binary_log_loss, settings, cname, curves,
+                                             log)
             out[:, c] = pred
             best[cname] = int(bst.best_iteration)
         return FoldFit(out, best, curves)
@@ -202,12 +213,12 @@ class XGBoostSoftprob(InstanceKind):
         data.dmatrix.set_label(data.label.astype(np.float32))
         return data
 
-    def fit_fold(self, data, split, settings):
+    def fit_fold(self, data, split, settings, log=_quiet):
         curves = new_curves()
         data.dmatrix.set_weight(split.train_weight())
         y = data.label.astype(np.int64)
         bst, pred = _boost_early_stopped(softprob_params(settings), data.dmatrix, split, y, multiclass_log_loss,
-                                         settings, MULTICLASS, curves)
+                                         settings, MULTICLASS, curves, log)
         return FoldFit(np.asarray(pred, dtype=np.float64).reshape(len(split.oof), 3),
                        {MULTICLASS: int(bst.best_iteration)}, curves)
 
@@ -329,7 +340,7 @@ class SklearnKind(InstanceKind):
     def load(self, ds, genes, features, fill, settings, log):
         return load_dense_sample(ds, genes, features, fill, settings, log)
 
-    def fit_fold(self, data: DenseSample, split, settings):
+    def fit_fold(self, data: DenseSample, split, settings, log=_quiet):
         rs = data.row_in_sample
         train, val = rs[split.train], rs[split.val]
         train, val = train[train >= 0], val[val >= 0]
@@ -352,10 +363,13 @@ class SklearnKind(InstanceKind):
                                f"{', '.join(CLASSES[c] for c in missing)}; a multi-class model needs all three")
         rng = np.random.default_rng(settings.seed + split.k)
         curve_rows = train if len(train) <= TRAIN_CURVE_ROWS else np.sort(rng.choice(train, TRAIN_CURVE_ROWS, replace=False))
+        progress = FitProgress(log, split, settings.n_folds, MULTICLASS, self.round_unit)
         with _threads(settings):
             arrays, best, train_curve, val_curve = self.adapter.fit_early_stopped(
                 data.X[train], y_sample[train], data.X[val], y_sample[val], data.X[curve_rows], y_sample[curve_rows],
                 settings)
+        progress.done(int(best), float(val_curve[int(best)]) if len(val_curve) else float("nan"), len(val_curve),
+                      int(self.adapter.effective_params(settings).get("max_iter", len(val_curve))))
         predictor = self.adapter.predictor(arrays)
         oof = np.full((len(split.oof), 3), np.nan, dtype=np.float64)
         here = rs[split.oof] >= 0

@@ -21,6 +21,7 @@ the process's heap, and is deleted as soon as the matrix is built.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,6 +38,7 @@ from ensemble_assets.core.data.schema import (
     LABEL_CHOSEN_TRACK_COLUMNS,
     LEAKAGE_COLUMNS,
     NON_FEATURE_BY_DEFAULT,
+    is_coordinate,
 )
 from ensemble_assets.core.evaluation.metrics import evaluate
 from ensemble_assets.core.io import atomic_directory, sha256_file, sha256_text, write_json, write_parquet
@@ -46,14 +48,19 @@ from ensemble_assets.core.training.folds import CURVE_COLUMNS, fold_splits, new_
 from ensemble_assets.core.training.kinds import get_kind
 from ensemble_assets.core.training.settings import MODEL_FORMAT, MODEL_FORMAT_VERSION, OOF_SCOPE, TrainingSettings
 
+# train_instance's progress lines (rows loaded, each fold and class, the final model) go to its
+# ``log`` callable (the asset's: the run's log in the UI) and to this Python logger, which prints
+# nothing unless a caller gives it a handler (``ensemble-assets train`` does)
+PROGRESS_LOGGER = "ensemble_assets.progress"
+
 
 def refuse_identifier_features(features: Sequence[str]) -> None:
-    """Identifiers and label-leaking columns never enter any kind's feature matrix (screening
-    excludes them; this is the guard at the training boundary)."""
+    """Identifiers, absolute coordinates and label-leaking columns never enter any kind's feature
+    matrix (screening excludes them; this is the guard at the training boundary)."""
     bad = [f for f in features if f in (*ID_COLUMNS, *LEAKAGE_COLUMNS, *NON_FEATURE_BY_DEFAULT,
-                                        *GENE_LABEL_COUNT_COLUMNS, *LABEL_CHOSEN_TRACK_COLUMNS)]
+                                        *GENE_LABEL_COUNT_COLUMNS, *LABEL_CHOSEN_TRACK_COLUMNS) or is_coordinate(f)]
     if bad:
-        raise DatasetError(f"identifier or label-leaking column(s) passed as features: {', '.join(bad)}; "
+        raise DatasetError(f"identifier, coordinate or label-leaking column(s) passed as features: {', '.join(bad)}; "
                            "they never enter a model (see feature_screening)")
 
 
@@ -61,7 +68,8 @@ def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[
                    settings: TrainingSettings, out_dir: str | Path, partition_key: str = "single",
                    log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Train one complete instance of ``settings.instance_kind`` and write it atomically to
-    ``out_dir``; return its manifest."""
+    ``out_dir``; return its manifest. Progress goes to ``log`` and to ``PROGRESS_LOGGER``."""
+    log = _with_progress_logger(log)
     settings.validate()
     refuse_identifier_features(features)
     kind = get_kind(settings.instance_kind)
@@ -79,7 +87,10 @@ def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[
     fit_seconds = 0.0
     for split in splits:
         t = time.perf_counter()
-        fit = kind.fit_fold(data, split, settings)
+        log(f"fold {split.k + 1}/{settings.n_folds}: learning from {len(split.train)} rows, early stopping on "
+            f"{len(val_genes[split.k])} genes ({len(split.val)} rows), predicting {len(split.oof)} rows of "
+            f"{int((fold_of_gene == split.k).sum())} genes")
+        fit = kind.fit_fold(data, split, settings, log)
         fit_seconds += time.perf_counter() - t
         raw_oof[split.oof] = fit.oof_raw
         for name, it in fit.best_iteration.items():
@@ -95,11 +106,12 @@ def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[
     if np.isnan(raw_oof).any():
         raise RuntimeError(f"{kind.model_type}: {int(np.isnan(raw_oof).any(axis=1).sum())} row(s) got no out-of-fold prediction")
     rounds = {name: max(1, int(round(float(np.mean(np.asarray(its) + 1))))) for name, its in best_iters.items()}
+    log(f"final model on all {n} rows: " + ", ".join(f"{name} {r} {kind.round_unit}" for name, r in rounds.items())
+        + " (the folds' mean best)")
     t = time.perf_counter()
     final = kind.fit_final(data, rounds, settings)
     fit_seconds += time.perf_counter() - t
-    for name, its in best_iters.items():
-        log(f"{name}: best iterations per fold {its}, final model {rounds[name]} {kind.round_unit}")
+    log(f"final model fitted in {time.perf_counter() - t:.1f}s")
 
     # calibration: final calibrators on all out-of-fold rows; reported numbers cross-fitted
     y_all = data.label.astype(np.int64)
@@ -167,6 +179,15 @@ def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[
     log(f"instance {partition_key} ({kind.model_type}): out-of-fold macro F1 {oof_metrics['macro_f1']:.4f} "
         f"in {elapsed:.1f}s")
     return manifest
+
+
+def _with_progress_logger(log: Callable[[str], None]) -> Callable[[str], None]:
+    progress = logging.getLogger(PROGRESS_LOGGER)
+
+    def both(message: str) -> None:
+        log(message)
+        progress.info(message)
+    return both
 
 
 def _with_iterations(curves: dict[str, list]) -> dict[str, list]:

@@ -24,7 +24,7 @@ class ConsolidationConfig(dg.Config):
 )
 def consolidated_model(context: dg.AssetExecutionContext, ensemble: EnsembleResource,
                        config: ConsolidationConfig) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     done = context.instance.get_materialized_partitions(instance_model.key)
     try:
         m = stages.run_consolidation(cfg, done, config.allow_partial, context.log.info)

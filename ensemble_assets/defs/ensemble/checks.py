@@ -16,7 +16,7 @@ from ensemble_assets.defs.resources import EnsembleResource
 @dg.asset_check(asset=consolidated_model, blocking=True,
                 description="The consolidated model covers 100% of the plan's training genes.")
 def consolidated_gene_coverage(ensemble: EnsembleResource) -> dg.AssetCheckResult:
-    m = read_json(artifacts.paths(ensemble.config())["consolidated"] / "manifest.json")
+    m = read_json(artifacts.paths(ensemble.planned_config())["consolidated"] / "manifest.json")
     return dg.AssetCheckResult(
         passed=m["gene_coverage"] >= 1.0,
         description=f"coverage {m['gene_coverage']:.1%}; missing partitions: {', '.join(m['missing_partitions']) or 'none'}",
@@ -28,7 +28,7 @@ def consolidated_gene_coverage(ensemble: EnsembleResource) -> dg.AssetCheckResul
                             "fold: out-of-fold rows of a gene come from one fold (its own), and no gene is used "
                             "for early stopping of the fold it is evaluated in.")
 def instance_folds_are_gene_disjoint(ensemble: EnsembleResource) -> dg.AssetCheckResult:
-    members = ensemble_members(artifacts.paths(ensemble.config())["consolidated"])
+    members = ensemble_members(artifacts.paths(ensemble.planned_config())["consolidated"])
     problems = {m["partition_key"]: " | ".join(fold_violations(m["dir"])) for m in members}
     return per_key_result(problems, f"{len(members)} instance(s): every gene in exactly one fold",
                            {"instances": len(members)}, "instances_with_violations")

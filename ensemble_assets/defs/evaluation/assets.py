@@ -23,21 +23,22 @@ def _float(v: Any) -> Any:
 
 
 @dg.asset(
-    group_name=GROUP, kinds={"xgboost", "parquet"}, owners=OWNERS, code_version="1", deps=[consolidated_model],
+    group_name=GROUP, kinds={"xgboost", "parquet"}, owners=OWNERS, code_version="2", deps=[consolidated_model],
     description="Base model, every instance and the consolidated model side by side on the plan's holdout genes "
-                "(no instance trained on them): 3-class macro F1, per-class F1 and AP, macro AP, gene-level top-k, "
+                "(no instance trained on them; `holdout` names what was held out: chromosomes or genes): 3-class macro F1, per-class F1 and AP, macro AP, gene-level top-k, "
                 "splice vs not-splice F1/FP/FN/ΔFP/ΔFN/ROC-AUC/AP, and per-class calibration (ECE uniform and "
                 "quantile bins, Brier, log loss; raw vs calibrated). Splice thresholds are chosen on out-of-fold "
                 "predictions, never on the rows they are reported on. Without holdout genes (train_all_genes) "
                 "the figures are out-of-fold and labelled so. Plots: ROC/PR base vs meta, reliability diagrams.",
 )
 def holdout_metrics(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     s = stages.run_holdout_metrics(cfg, context.log.info)
     rp = reports.report_paths(cfg)
     cons = next(r for r in s["table"] if r["model"] == "consolidated")
     return dg.MaterializeResult(metadata={
-        "scope": s["scope"], "scope_note": s["scope_note"], "genes": s["genes"], "rows": s["rows"],
+        "scope": s["scope"], "scope_note": s["scope_note"], "holdout": s["holdout"], "genes": s["genes"],
+        "rows": s["rows"],
         "path": dg.MetadataValue.path(str(rp["metrics"])),
         "calibration_table": dg.MetadataValue.path(str(rp["calibration"])),
         "predictions": dg.MetadataValue.path(str(rp["predictions"])),
@@ -63,7 +64,7 @@ def holdout_metrics(context: dg.AssetExecutionContext, ensemble: EnsembleResourc
                 "trained on it, whether the consolidated model holds one of them; coverage of training genes.",
 )
 def gene_coverage_report(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     s = stages.run_gene_coverage_report(cfg, context.log.info)
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(reports.report_paths(cfg)["coverage"])),
@@ -82,12 +83,12 @@ def gene_coverage_report(context: dg.AssetExecutionContext, ensemble: EnsembleRe
                 "peak memory. Plots: learning curves per instance, instance comparison.",
 )
 def instance_performance(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     s = stages.run_instance_performance(cfg, context.log.info)
     rows = s["rows"]
     meta: dict[str, Any] = {
         "path": dg.MetadataValue.path(str(reports.report_paths(cfg)["performance"])),
-        "dagster/row_count": len(rows), "eval_scope": s["scope"],
+        "dagster/row_count": len(rows), "eval_scope": s["scope"], "eval_holdout": s["holdout"] or "n/a",
         "instances": md_table(rows, ["partition_key", "genes", "rows", "weight", "oof_splice_f1", "eval_splice_f1",
                                      "eval_splice_ap", "eval_max_ece", "train_seconds", "peak_rss_mb"]),
     }
@@ -104,14 +105,14 @@ def instance_performance(context: dg.AssetExecutionContext, ensemble: EnsembleRe
                 "trained on) and a human-readable training summary (Markdown).",
 )
 def consolidation_summary(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     s = stages.run_consolidation_summary(cfg, context.log.info)
     rp = reports.report_paths(cfg)
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(rp["summary"])),
         "markdown_path": dg.MetadataValue.path(str(rp["summary_md"])),
         "instances": s["instances"], "gene_coverage": dg.MetadataValue.float(s["gene_coverage"]["coverage"]),
-        "eval_scope": s["evaluation"]["scope"],
+        "eval_scope": s["evaluation"]["scope"], "holdout": s["holdout"],
         "training_summary": dg.MetadataValue.md(s["markdown"]),
     })
 

@@ -14,7 +14,7 @@ from ensemble_assets.defs.resources import EnsembleResource
                 description="The consolidated model's calibrated per-class ECE (uniform bins) on genes it "
                             "never trained on is within evaluation.ece_bound (default 0.01).")
 def calibrated_ece_within_bound(ensemble: EnsembleResource) -> dg.AssetCheckResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     ev = load_holdout_metrics(cfg)
     bound = cfg.evaluation.ece_bound
     rows = {r["model"]: r for r in ev["table"]}
@@ -36,7 +36,7 @@ def calibrated_ece_within_bound(ensemble: EnsembleResource) -> dg.AssetCheckResu
                 description="The consolidated meta-model beats the base model's splice F1 on genes it never "
                             "trained on, at 0.5 and at the base model's own out-of-fold-chosen threshold.")
 def meta_beats_base_on_holdout_f1(ensemble: EnsembleResource) -> dg.AssetCheckResult:
-    ev = load_holdout_metrics(ensemble.config())
+    ev = load_holdout_metrics(ensemble.planned_config())
     rows = {r["model"]: r for r in ev["table"]}
     cons = rows["consolidated"]
     base_05 = cons.get("base_splice_f1")

@@ -63,7 +63,7 @@ def _top_rows(top: dict[str, list[dict[str, Any]]], n: int) -> list[dict[str, An
 )
 def instance_shap(context: dg.AssetExecutionContext, ensemble: EnsembleResource,
                   config: ShapConfig) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     key = context.partition_key
     settings = shap_settings(config, cfg.training.nthread)
     try:
@@ -98,7 +98,7 @@ def instance_shap(context: dg.AssetExecutionContext, ensemble: EnsembleResource,
 )
 def ensemble_shap(context: dg.AssetExecutionContext, ensemble: EnsembleResource,
                   config: ShapConfig) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     settings = shap_settings(config, cfg.training.nthread)
     try:
         s = run_ensemble_shap(cfg, settings, config.recompute, context.log.info)

@@ -23,7 +23,7 @@ GROUP = "models"
                 "The decision and its reason are in the metadata and in artifacts/models/history.json.",
 )
 def model_promotion(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     d = stages.run_model_promotion(cfg, log=context.log.info)
     store = artifacts.model_store(cfg)
     c = d.comparison

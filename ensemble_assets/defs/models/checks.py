@@ -20,7 +20,7 @@ from ensemble_assets.defs.resources import EnsembleResource
                             "(every file matching its checksum) with an operating point: a splice threshold in "
                             "(0, 1] chosen on out-of-fold predictions. Blocks model_promotion otherwise.")
 def consolidated_model_is_versioned(ensemble: EnsembleResource) -> dg.AssetCheckResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     store = artifacts.model_store(cfg)
     vid = content_id(artifacts.paths(cfg)["consolidated"])
     if vid not in store.ids():
@@ -39,7 +39,7 @@ def consolidated_model_is_versioned(ensemble: EnsembleResource) -> dg.AssetCheck
 @dg.asset_check(asset=model_promotion, blocking=True,
                 description="The current model version exists and every one of its files matches its checksum.")
 def current_model_loads(ensemble: EnsembleResource) -> dg.AssetCheckResult:
-    store = artifacts.model_store(ensemble.config())
+    store = artifacts.model_store(ensemble.planned_config())
     cur = store.current_dir()
     problem = "no version is current" if cur is None else model_problem(cur)
     return dg.AssetCheckResult(passed=problem is None, description=problem or f"current version {cur.name} verified",
@@ -49,7 +49,7 @@ def current_model_loads(ensemble: EnsembleResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset=model_promotion, blocking=False,
                 description="The latest candidate was promoted (a warning, with the gate's reason, when it was refused).")
 def candidate_was_promoted(ensemble: EnsembleResource) -> dg.AssetCheckResult:
-    store = artifacts.model_store(ensemble.config())
+    store = artifacts.model_store(ensemble.planned_config())
     decisions = [e for e in store.history() if e["action"] in ("promote", "refuse")]
     last = decisions[-1] if decisions else None
     return dg.AssetCheckResult(

@@ -6,6 +6,7 @@ from dataclasses import replace
 import dagster as dg
 
 from ensemble_assets.core import stages
+from ensemble_assets.core.data.contract import DatasetError
 from ensemble_assets.core.planning.plan import PlanError
 from ensemble_assets.defs.concurrency import INSTANCE_TRAINING_POOL, SEQUENTIAL_RUN_TAG, instance_threads
 from ensemble_assets.defs.metadata import OWNERS, md_table, metric_meta
@@ -31,7 +32,7 @@ INSTANCE_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=20, backoff=dg.Backo
                 "metrics, learning curves and the final model. The kind is part of the partition key.",
 )
 def instance_model(context: dg.AssetExecutionContext, ensemble: EnsembleResource) -> dg.MaterializeResult:
-    cfg = ensemble.config()
+    cfg = ensemble.planned_config()
     key = context.partition_key
     threads, limit = instance_threads(context.instance, cfg.training.nthread,
                                       sequential=context.run.tags.get(SEQUENTIAL_RUN_TAG) == "true")
@@ -40,7 +41,7 @@ def instance_model(context: dg.AssetExecutionContext, ensemble: EnsembleResource
                      f"training with {threads} XGBoost thread(s)")
     try:
         m = stages.run_instance(cfg, key, context.log.info)
-    except (stages.DatasetError, PlanError) as exc:  # bad input or plan: retrying cannot help
+    except (DatasetError, PlanError) as exc:  # bad input or plan: retrying cannot help
         raise dg.Failure(description=f"partition {key}: {exc}", allow_retries=False) from exc
     folds = [{"fold": f["fold"], "genes": f["genes"], "rows": f["rows"], "macro_f1": f["macro_f1"],
               "splice_f1": f["splice_f1"], "base_splice_f1": f.get("base_splice_f1")} for f in m["metrics"]["folds"]]

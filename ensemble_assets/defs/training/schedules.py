@@ -3,9 +3,10 @@
 Each tick either recomputes the plan or trains what the current plan lacks, never both at once
 (a partition run must not read a plan that is being rewritten):
 
-- the plan's inputs changed since the last ``training_plan`` materialization (dataset files,
-  settings, plan code versions — see ``core.freshness``) → one run of inventory, screening and
-  plan; ``plan_partitions_sensor`` then trains the new plan's missing partitions;
+- the plan's inputs changed since the last ``training_plan`` materialization (the dataset's
+  content, settings, plan code versions — see ``core.planning.freshness``), or the same dataset
+  now lies elsewhere → one run of inventory, screening and plan; ``plan_partitions_sensor`` then
+  trains the new plan's missing partitions (none, where only the path changed);
 - otherwise → one run per partition that is missing, failed or stale; partitions with an
   unchanged gene subset, settings and code are not retrained. Consolidation and everything
   downstream follow by automation (``automation.py``).
@@ -18,8 +19,8 @@ import os
 import dagster as dg
 
 from ensemble_assets.defs.jobs import retraining_job
-from ensemble_assets.defs.planning.assets import PLAN_ASSETS, materialized_plan_fingerprint, plan_fingerprint
-from ensemble_assets.defs.resources import EnsembleResource
+from ensemble_assets.defs.planning.assets import PLAN_ASSETS, plan_out_of_date
+from ensemble_assets.defs.resources import EnsembleResource, run_config_for
 from ensemble_assets.defs.training.retraining import (
     REASON_TAG,
     TRIGGER_TAG,
@@ -40,13 +41,13 @@ DEFAULT_RETRAIN_CRON = "0 3 * * 1"   # Mondays 03:00
 )
 def weekly_retraining(context: dg.ScheduleEvaluationContext, ensemble: EnsembleResource):
     tick = context.scheduled_execution_time.isoformat()
-    current = plan_fingerprint(ensemble.config())
-    recorded = materialized_plan_fingerprint(context.instance)
-    if current != recorded:
-        why = "no plan yet" if recorded is None else "plan inputs changed"
-        context.log.info(f"{why} (fingerprint {recorded} → {current}): recomputing inventory, screening, plan")
+    cfg = ensemble.planned_config()   # retrain with the settings of the current plan
+    stale = plan_out_of_date(cfg, context.instance)
+    if stale is not None:
+        why, details = stale
+        context.log.info(f"{why} ({details}): recomputing inventory, screening, plan")
         return dg.RunRequest(run_key=f"plan:{tick}", asset_selection=[a.key for a in PLAN_ASSETS],
-                             tags={REASON_TAG: why, TRIGGER_TAG: "weekly_retraining"})
+                             run_config=run_config_for(cfg), tags={REASON_TAG: why, TRIGGER_TAG: "weekly_retraining"})
     todo = partitions_needing_training(context.instance)
     if not todo:
         return dg.SkipReason("the plan is current and every instance_model partition is materialized "
