@@ -246,3 +246,21 @@ def test_predict_help_describes_every_flag(capsys):
         assert action.help, f"predict {action.option_strings} has no help"
         assert all(flag in text for flag in action.option_strings)
     assert "current" in text and "whole-gene" in text
+
+
+def test_a_failed_scoring_run_leaves_the_previous_output(trained, tiny_dataset, tmp_path):
+    cfg, sm = trained
+    out = tmp_path / "scored.parquet"
+    score_dataset(sm.model, sm.threshold, tiny_dataset, out, sm.version)
+    before = out.read_bytes()
+    (tmp_path / "bad").mkdir()
+    files = sorted((tiny_dataset / "master").glob("*.parquet"))
+    for f in files[:-1]:
+        pq.write_table(pq.read_table(f), tmp_path / "bad" / f.name)
+    t = pq.read_table(files[-1])
+    i = t.schema.get_field_index("splice_type")
+    bad = pc.if_else(pc.equal(pa.array(np.arange(t.num_rows)), t.num_rows - 1), pa.scalar("exon"), t["splice_type"])
+    pq.write_table(t.set_column(i, "splice_type", bad), tmp_path / "bad" / files[-1].name)
+    with pytest.raises(DatasetError, match="exon"):
+        score_dataset(sm.model, sm.threshold, tmp_path / "bad", out, sm.version, batch_rows=100)
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -194,3 +194,20 @@ def test_kmers_up_to_size_3_by_default_and_explicit_sizes_win(tmp_path):
     assert both[3] == default[3] and len(both[5]) > 0
     only5, _ = kept(ScreeningSettings(kmer_sizes=(5,)))
     assert not only5[3] and only5[5] == both[5]
+
+
+def test_gene_context_search_of_all_genes_at_once_equals_gene_by_gene():
+    from ensemble_assets.core.data.features import _nearest, _nearest_by_gene
+
+    rng = np.random.default_rng(5)
+    per_gene = [np.sort(rng.choice(500, size=k, replace=False)).astype(float) for k in (0, 1, 7, 40, 3)]
+    inverse = rng.integers(0, len(per_gene), 2000)
+    pos = rng.integers(-5, 510, 2000).astype(float)
+    pos[::50] = np.nan
+    fast, slow = _nearest(per_gene, inverse, pos), _nearest_by_gene(per_gene, inverse, pos)
+    known = np.isfinite(pos)   # rows without a position get NaN features whatever the index
+    for a, b in zip(fast[:2], slow[:2]):
+        np.testing.assert_array_equal(a[known], b[known])
+    np.testing.assert_array_equal(fast[2], slow[2])
+    assert (fast[0] >= 0).any() and (fast[0] < 0).any() and (fast[1] >= 0).any() and (fast[1] < 0).any()
+    assert _nearest(per_gene, inverse, pos + 0.5) is None   # not whole numbers: gene by gene

@@ -8,6 +8,7 @@ Arrow record batches, imputed and converted batch by batch to float32, and fed t
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class ParquetDataset:
     schema: pa.Schema                      # union of all files' columns (first-seen order)
     rows_per_file: tuple[int, ...]
     columns_per_file: tuple[frozenset[str], ...] = field(repr=False)
+    uniform_schema: bool = False           # every file has the same columns, in the same order, of the same types
 
     @property
     def columns(self) -> list[str]:
@@ -92,20 +94,23 @@ def open_dataset(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS)
         raise DatasetError(f"no Parquet files (*.parquet) in {root / 'master' if (root / 'master').is_dir() else root}")
     types: dict[str, pa.DataType] = {}
     rows, cols = [], []
+    first: pa.Schema | None = None
+    uniform = True
     for f in files:
         try:
             meta = pq.ParquetFile(f).metadata
             schema = pq.read_schema(f)
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise DatasetError(f"{f}: not a readable Parquet file ({exc})") from exc
+        names = schema.names   # a new list on every access: read once (1,167 columns × files)
         for col in required:
-            if col not in schema.names:
+            if col not in names:
                 raise DatasetError(f"{f}: missing required column '{col}'")
-        dup = sorted({n for n in schema.names if schema.names.count(n) > 1})
+        dup = sorted(n for n, k in Counter(names).items() if k > 1)
         if dup:
             raise DatasetError(f"{f}: column name(s) {dup} occur more than once")
         _check_contract_types(f, schema)
-        for name, typ in zip(schema.names, schema.types):
+        for name, typ in zip(names, schema.types):
             if _is_string(typ):
                 typ = pa.string()  # string / large_string / dictionary<string> are one type here
             prev = types.get(name)
@@ -119,9 +124,11 @@ def open_dataset(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS)
                         f"{f}: column '{name}' has type {typ}, other files have {prev}"
                     )
         rows.append(meta.num_rows)
-        cols.append(frozenset(schema.names))
+        cols.append(frozenset(names))
+        first = first or schema
+        uniform = uniform and schema.equals(first, check_metadata=False)
     union = pa.schema([(n, t) for n, t in types.items()])
-    return ParquetDataset(root, tuple(files), union, tuple(rows), tuple(cols))
+    return ParquetDataset(root, tuple(files), union, tuple(rows), tuple(cols), uniform)
 
 
 def label_codes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -76,20 +76,68 @@ def gene_context_features(index: CandidateIndex, gene_id: np.ndarray, position: 
     pos = np.asarray(position, dtype=np.float64)
     none = np.asarray(gene_length, dtype=np.float64)
     none = np.where(none > 0, none, np.nan)
+    known = np.isfinite(pos)
     out = {f: np.full(len(pos), np.nan) for f in GENE_CONTEXT_FEATURES}
     genes, inverse = np.unique(np.asarray(gene_id, dtype=object), return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    for g, rows in zip(genes, np.split(order, np.cumsum(np.bincount(inverse, minlength=len(genes)))[:-1])):
-        p, missing, known = pos[rows], none[rows], np.isfinite(pos[rows])
-        for track in ("donor", "acceptor"):
-            c = getattr(index, track).get(str(g), _EMPTY)
-            i = np.searchsorted(c, p, "left")    # c[i - 1] < p
-            j = np.searchsorted(c, p, "right")   # c[j] > p
-            up = p - c[np.maximum(i - 1, 0)] if len(c) else missing
-            down = c[np.minimum(j, len(c) - 1)] - p if len(c) else missing
-            out[f"nearest_{track}_upstream"][rows] = np.where(known, np.where(i > 0, up, missing), np.nan)
-            out[f"nearest_{track}_downstream"][rows] = np.where(known, np.where(j < len(c), down, missing), np.nan)
+    for track in ("donor", "acceptor"):
+        per_gene = [getattr(index, track).get(str(g), _EMPTY) for g in genes]
+        found = _nearest(per_gene, inverse, pos)
+        if found is None:   # positions that are not whole numbers: gene by gene
+            found = _nearest_by_gene(per_gene, inverse, pos)
+        i_up, i_down, cand = found
+        has_up, has_down = i_up >= 0, i_down >= 0
+        up = np.where(has_up, pos - cand[np.maximum(i_up, 0)] if len(cand) else 0.0, none)
+        down = np.where(has_down, cand[np.maximum(i_down, 0)] - pos if len(cand) else 0.0, none)
+        out[f"nearest_{track}_upstream"] = np.where(known, up, np.nan)
+        out[f"nearest_{track}_downstream"] = np.where(known, down, np.nan)
     return out
+
+
+def _nearest(per_gene: list[np.ndarray], inverse: np.ndarray,
+             pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """For every row, the index (into the concatenated candidates) of its gene's last candidate
+    before ``pos`` and first candidate after it (-1: none), all genes in one sorted search on the
+    key (gene, position). Exact for whole-number positions below 2**40 (positions are int64 in
+    the data contract); None otherwise."""
+    counts = np.fromiter((len(c) for c in per_gene), dtype=np.int64, count=len(per_gene))
+    cand = np.concatenate(per_gene) if counts.sum() else _EMPTY
+    finite = pos[np.isfinite(pos)]
+    values = np.concatenate([finite, cand])
+    if len(values) and (np.abs(values).max() >= 2.0**40 or (values != np.floor(values)).any()):
+        return None
+    lo = values.min() if len(values) else 0.0
+    span = (values.max() - lo + 2) if len(values) else 2.0
+    if span * max(len(per_gene), 1) >= 2.0**52:
+        return None
+    owner = np.repeat(np.arange(len(per_gene), dtype=np.float64), counts)
+    keys = owner * span + (cand - lo)                        # sorted: genes in order, candidates sorted
+    rows = inverse * span + (np.nan_to_num(pos, nan=lo) - lo)
+    first_ge = np.searchsorted(keys, rows, "left")           # keys[first_ge - 1] < row
+    first_gt = np.searchsorted(keys, rows, "right")          # keys[first_gt] > row
+    start = np.cumsum(counts) - counts
+    end = start + counts
+    i_up = np.where(first_ge > start[inverse], first_ge - 1, -1)
+    i_down = np.where(first_gt < end[inverse], first_gt, -1)
+    return i_up, i_down, cand
+
+
+def _nearest_by_gene(per_gene: list[np.ndarray], inverse: np.ndarray,
+                     pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_nearest``, one gene at a time (any positions)."""
+    counts = np.asarray([len(c) for c in per_gene], dtype=np.int64)
+    start = np.cumsum(counts) - counts
+    cand = np.concatenate(per_gene) if counts.sum() else _EMPTY
+    i_up = np.full(len(pos), -1, dtype=np.int64)
+    i_down = np.full(len(pos), -1, dtype=np.int64)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(per_gene)))[:-1]
+    for g, rows in enumerate(np.split(order, bounds)):
+        c, p = per_gene[g], pos[rows]
+        i = np.searchsorted(c, p, "left")
+        j = np.searchsorted(c, p, "right")
+        i_up[rows] = np.where(i > 0, start[g] + i - 1, -1)
+        i_down[rows] = np.where(j < len(c), start[g] + j, -1)
+    return i_up, i_down, cand
 
 
 _COMPUTED = ((GENE_POSITION_FEATURES, GENE_POSITION_SOURCES), (GENE_CONTEXT_FEATURES, GENE_CONTEXT_SOURCES))

@@ -24,7 +24,7 @@ from ensemble_assets.core.data.contract import DatasetError, ParquetDataset
 from ensemble_assets.core.data.read_errors import read_errors
 from ensemble_assets.core.data.schema import GENE_COLUMN
 from ensemble_assets.core.data.sql import _quote, duckdb_connect
-from ensemble_assets.core.data.streaming import duckdb_batches
+from ensemble_assets.core.data.streaming import duckdb_batches, parquet_scan
 
 _GENE = _quote(GENE_COLUMN)
 
@@ -51,7 +51,7 @@ def gene_layout(ds: ParquetDataset, threads: int = 2, memory_limit: str = "512MB
     a gene id are refused, naming the file."""
     con = duckdb_connect(threads=threads, memory_limit=memory_limit)
     try:
-        src = "read_parquet($files, union_by_name=true, filename=true, file_row_number=true)"
+        src = parquet_scan(ds, "filename", "file_row_number")
         with read_errors(ds, [GENE_COLUMN]):
             nulls = con.execute(f"SELECT filename, count(*) FROM {src} WHERE {_GENE} IS NULL GROUP BY ALL "
                                 "ORDER BY filename", {"files": ds.file_strings}).fetchall()
@@ -133,8 +133,7 @@ def iter_gene_batches(ds: ParquetDataset, columns: Sequence[str], batch_rows: in
     ledger = _GeneLedger(layout, f"dataset {ds.root}")
     cols = [GENE_COLUMN, *(c for c in columns if c != GENE_COLUMN)]
     select = ", ".join(_quote(c) for c in cols)
-    stream = duckdb_batches(ds, f"SELECT {select} FROM read_parquet($files, union_by_name=true)",
-                            cols, batch_rows, memory_limit)
+    stream = duckdb_batches(ds, f"SELECT {select} FROM {parquet_scan(ds)}", cols, batch_rows, memory_limit)
     if layout.scattered:
         scattered = pa.array(sorted(layout.scattered), pa.string())
         stream = (b.filter(pc.invert(pc.is_in(b.column(GENE_COLUMN), value_set=scattered))) for b in stream)
@@ -143,7 +142,7 @@ def iter_gene_batches(ds: ParquetDataset, columns: Sequence[str], batch_rows: in
         yield ledger.check(table)
     if layout.scattered:
         genes = pa.table({GENE_COLUMN: pa.array(sorted(layout.scattered), pa.string())})
-        sql = (f"SELECT {select} FROM read_parquet($files, union_by_name=true, filename=true, file_row_number=true) "
+        sql = (f"SELECT {select} FROM {parquet_scan(ds, 'filename', 'file_row_number')} "
                f"WHERE {_GENE} IN (SELECT {_GENE} FROM scattered_genes) ORDER BY {_GENE}, filename, file_row_number")
         ordered = duckdb_batches(ds, sql, cols, batch_rows, memory_limit, {"scattered_genes": genes})
         for table in _cut_at_gene_boundaries(ordered, batch_rows):

@@ -109,6 +109,15 @@ def row_columns(ds: ParquetDataset, features: Sequence[str], ids: Sequence[str] 
     return wanted + [c for c in source_columns(features) if c in have and c not in wanted]
 
 
+def parquet_scan(ds: ParquetDataset, *virtual_columns: str) -> str:
+    """The SQL source ``read_parquet($files, ...)`` over the dataset's files, with the named virtual
+    columns (``filename``, ``file_row_number``). Columns are matched by name across files
+    (``union_by_name``) unless every file has the same schema: DuckDB's union of the schemas of
+    many wide files costs memory (~200 MB for 90 files of 1,167 columns)."""
+    options = ([] if ds.uniform_schema else ["union_by_name=true"]) + [f"{c}=true" for c in virtual_columns]
+    return "read_parquet($files" + "".join(f", {o}" for o in options) + ")"
+
+
 def duckdb_batches(ds: ParquetDataset, sql: str, columns: Sequence[str], batch_rows: int, memory_limit: str,
                    tables: Mapping[str, pa.Table] | None = None, threads: int = 1) -> Iterator[pa.RecordBatch]:
     """Stream the result of ``sql`` (over ``read_parquet($files, ...)``: the dataset's files) as Arrow

@@ -59,6 +59,16 @@ def threads_for(pool_limit: int, configured: int = 0, cores: int | None = None) 
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak resident memory: Linux's ``VmHWM``, else ``ru_maxrss``. (On Linux
+    ``ru_maxrss`` survives ``exec``: a process started by a large parent reports the parent's
+    memory at the fork as its own peak; ``VmHWM`` belongs to the process's own address space.)"""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

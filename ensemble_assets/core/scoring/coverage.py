@@ -12,6 +12,7 @@ from pathlib import Path
 from ensemble_assets.core.data.contract import ParquetDataset
 from ensemble_assets.core.data.read_errors import read_errors
 from ensemble_assets.core.data.sql import duckdb_connect
+from ensemble_assets.core.data.streaming import parquet_scan
 
 SHOWN = 10   # genes named per kind of problem in a description
 
@@ -55,7 +56,7 @@ def check_coverage(ds: ParquetDataset, output: str | Path, threads: int = 2, mem
     """Compare ``output`` (a scored-positions Parquet file) with the input dataset ``ds``."""
     con = duckdb_connect(threads=threads, memory_limit=memory_limit)
     params = {"files": ds.file_strings, "out": str(output)}
-    inp = "read_parquet($files, union_by_name=true)"
+    inp = parquet_scan(ds)
     out = "read_parquet($out)"
     try:
         with read_errors(ds, ["gene_id", "position"]):

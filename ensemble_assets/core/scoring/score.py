@@ -5,10 +5,12 @@ Memory is bounded by the batch size (and the largest gene), not by the input's s
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -20,9 +22,12 @@ from ensemble_assets.core.data.gene_batches import GeneLayout, iter_gene_batches
 from ensemble_assets.core.data.schema import CLASSES, GENE_COLUMN, LABEL_COLUMN, is_kmer
 from ensemble_assets.core.data.streaming import checked_labels, row_columns
 from ensemble_assets.core.io import atomic_path
+from ensemble_assets.core.model.ensemble import align_features
 from ensemble_assets.core.planning.capacity import peak_rss_bytes
 from ensemble_assets.core.scoring.calls import ID_COLUMNS, REQUIRED_ID_COLUMNS, output_schema, scored_table
 from ensemble_assets.core.scoring.settings import DEFAULT_BATCH_ROWS, DEFAULT_MEMORY_LIMIT
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -126,34 +131,89 @@ def _counts(values: pa.ChunkedArray | pa.Array, into: dict[str, int]) -> None:
             into[entry["values"]] = into.get(entry["values"], 0) + entry["counts"]
 
 
+def read_ahead(make: Callable[[], Iterator[T]], depth: int = 2) -> Iterator[T]:
+    """The items of ``make()``, produced in a background thread up to ``depth`` items ahead, so
+    that reading and preparing the next batch overlaps the prediction of this one (DuckDB,
+    Arrow and XGBoost release the GIL). An exception of the producer is raised here; stopping
+    early stops and closes the producer."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        it = make()
+        try:
+            for item in it:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put((None, exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="scoring-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def score_dataset(model: Any, threshold: float, target: str | Path | ParquetDataset, output: str | Path,
                   model_version: str, batch_rows: int = DEFAULT_BATCH_ROWS,
                   memory_limit: str = DEFAULT_MEMORY_LIMIT, progress: Callable[[Progress], None] | None = None,
                   collect_labels: bool = False) -> ScoringResult:
-    """Score every row of ``target`` with ``model`` (a loaded model: ``predict_proba`` of an
-    Arrow table, ``get_feature_names``) and write the scored positions to ``output`` atomically.
+    """Score every row of ``target`` with ``model`` (a loaded model, ``core.model.load_model``)
+    and write the scored positions to ``output`` atomically.
 
     ``threshold``: the splice call is p_donor + p_acceptor ≥ threshold. ``collect_labels``: keep
-    what the target metrics need when the target is labelled (``ScoringResult.labelled_rows``)."""
+    what the target metrics need when the target is labelled (``ScoringResult.labelled_rows``).
+    A background thread reads the next whole-gene batch and builds its feature matrix while the
+    model predicts the current one."""
     if not 0.0 < float(threshold) <= 1.0:
         raise ValueError(f"splice threshold {threshold} is outside (0, 1]")
+    start = time.perf_counter()
     ds = target if isinstance(target, ParquetDataset) else open_target(target)
-    columns = scoring_columns(ds, model.get_feature_names())
+    features = model.get_feature_names()
+    columns = scoring_columns(ds, features)
     labelled = LABEL_COLUMN in columns
     schema = output_schema(columns)
     source = f"target {ds.root}"
-    start = time.perf_counter()
     layout: list[GeneLayout] = []
     done = 0
     calls: dict[str, int] = {}
     base_calls: dict[str, int] = {}
     rows = LabelledRows() if labelled and collect_labels else None
+
+    def prepared() -> Iterator[tuple[pa.Table, np.ndarray, np.ndarray | None]]:
+        for batch in iter_gene_batches(ds, columns, batch_rows, memory_limit, on_layout=layout.append):
+            label = checked_labels(batch.column(LABEL_COLUMN), source) if labelled else None
+            yield batch, align_features(batch, features, model.fill), label   # whole genes: exact features
+
     output = Path(output)
     with atomic_path(output) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for batch in iter_gene_batches(ds, columns, batch_rows, memory_limit, on_layout=layout.append):
-                label = checked_labels(batch.column(LABEL_COLUMN), source) if labelled else None
-                proba = np.asarray(model.predict_proba(batch), dtype=np.float64)
+            for batch, X, label in read_ahead(prepared):
+                proba = np.asarray(model.predict_proba(X), dtype=np.float64)
                 out = scored_table(batch, proba, threshold, model_version, schema)
                 writer.write_table(out)
                 _counts(out.column("predicted_type"), calls)
