@@ -43,7 +43,12 @@ import pyarrow.parquet as pq
 from ensemble_assets.core.artifacts import paths
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.data.contract import open_dataset
-from ensemble_assets.core.data.schema import feature_family, is_kmer
+from ensemble_assets.core.data.schema import (
+    GENE_CONTEXT_DISTANCE_FEATURES,
+    GENE_CONTEXT_SCORE_FEATURES,
+    feature_family,
+    is_kmer,
+)
 from ensemble_assets.core.data.screening import ScreeningSettings, feature_columns
 from ensemble_assets.core.evaluation.holdout import EvaluationSettings, evaluate_models
 from ensemble_assets.core.evaluation.integrity import separating_features
@@ -67,7 +72,8 @@ class Candidate:
     description: str
     instances: int = 1                          # gene subsets of the fit genes (make_plan, 10% overlap)
     kmer_sizes: tuple[int, ...] | None = (3,)   # None: every size present; (): no k-mers
-    families: tuple[str, ...] = ("gene_position", "gene_context")  # computed families kept
+    # gene-context groups kept: distance (to the nearest candidates), score (theirs); (): none
+    gene_context: tuple[str, ...] = ("distance",)
     training: dict[str, Any] = field(default_factory=dict)         # TrainingSettings overrides
     fit_sample: int | None = None   # train on this many of the fit genes (seeded) to bound the run time
 
@@ -80,7 +86,9 @@ CANDIDATES: dict[str, Candidate] = {
     "small_k3": Candidate("1 instance of 1,500 sampled fit genes, 3-mers, gene context", fit_sample=1500),
     "small_k35": Candidate("1 instance of the same 1,500 fit genes, 3- and 5-mers, gene context",
                            kmer_sizes=None, fit_sample=1500),
-    "one_k3_nogc": Candidate("1 instance, 3-mers, no gene context", families=("gene_position",)),
+    "one_k3_nogc": Candidate("1 instance, 3-mers, no gene context", gene_context=()),
+    "one_k3_ctx": Candidate("1 instance, 3-mers, gene context + the nearest candidates' base scores",
+                            gene_context=("distance", "score")),
     "one_k3_deep": Candidate("1 instance, 3-mers, gene context; depth 8, learning rate 0.05, ≤ 800 rounds",
                              training={"max_depth": 8, "learning_rate": 0.05, "n_estimators": 800}),
 }
@@ -115,6 +123,9 @@ def prepare(out: Path, dataset: str, threads: int, seed: int) -> dict[str, Any]:
         split = read_json(split_path)
         if Path(split["dataset"]) != Path(dataset).resolve():
             raise SystemExit(f"{out} was prepared for {split['dataset']}, not {dataset}: use another --out")
+        cfg = prep_config(out, dataset, threads)
+        if not paths(cfg)["manifest"].is_file():   # re-screened (new computed features); same split
+            run_screening(cfg, print)
         return split
     cfg = prep_config(out, dataset, threads)
     t0 = time.perf_counter()
@@ -143,13 +154,17 @@ def prepare(out: Path, dataset: str, threads: int, seed: int) -> dict[str, Any]:
 
 def candidate_features(out: Path, c: Candidate) -> tuple[list[str], dict[str, float]]:
     features, fill = feature_columns(pq.read_table(out / "prep" / "artifacts" / "feature_manifest.parquet"))
-    computed = {"gene_position", "gene_context"}
+    groups = {"distance": GENE_CONTEXT_DISTANCE_FEATURES, "score": GENE_CONTEXT_SCORE_FEATURES}
+    context = {f for g in c.gene_context for f in groups[g]}
+    missing = sorted(context - set(features))
+    if missing:
+        raise SystemExit(f"the prepared feature manifest lacks {', '.join(missing)}: delete "
+                         f"{out / 'prep' / 'artifacts' / 'feature_manifest.parquet'} and run again")
 
     def keep(f: str) -> bool:
         if is_kmer(f):
             return c.kmer_sizes is None or int(f.split("mer_")[0]) in c.kmer_sizes
-        fam = feature_family(f)
-        return fam not in computed or fam in c.families
+        return f in context if feature_family(f) == "gene_context" else True
 
     features = [f for f in features if keep(f)]
     return features, {f: fill[f] for f in features}

@@ -46,12 +46,15 @@ _EMPTY = np.empty(0, dtype=np.float64)
 
 @dataclass(frozen=True)
 class CandidateIndex:
-    """Per gene, the sorted positions whose donor (acceptor) score reaches ``CANDIDATE_MIN_SCORE``:
-    what the gene-context features measure distances to. Built from complete genes only (every
-    candidate position of a gene must be among the rows it is built from)."""
+    """Per gene, the sorted positions whose donor (acceptor) score reaches ``CANDIDATE_MIN_SCORE``
+    and those scores, in the same order: what the gene-context features are measured from. Built
+    from complete genes only (every candidate position of a gene must be among the rows it is
+    built from)."""
 
     donor: Mapping[str, np.ndarray]
     acceptor: Mapping[str, np.ndarray]
+    donor_score: Mapping[str, np.ndarray]
+    acceptor_score: Mapping[str, np.ndarray]
 
     @classmethod
     def from_table(cls, table: pa.Table | pa.RecordBatch, source: str = "input") -> "CandidateIndex":
@@ -59,20 +62,23 @@ class CandidateIndex:
         pos = numeric_column(table, "position", source)
         tracks = {}
         for track in ("donor", "acceptor"):
-            keep = np.nan_to_num(numeric_column(table, f"{track}_score", source), nan=-1.0) >= CANDIDATE_MIN_SCORE
-            keep &= np.isfinite(pos)
-            g, p = gene[keep], pos[keep]
-            order = np.argsort(g, kind="stable")
+            score = np.nan_to_num(numeric_column(table, f"{track}_score", source), nan=-1.0)
+            keep = (score >= CANDIDATE_MIN_SCORE) & np.isfinite(pos)
+            g, p, s = gene[keep], pos[keep], score[keep]
+            order = np.lexsort((p, g))   # by gene, then position
             genes, starts = np.unique(g[order], return_index=True)
-            tracks[track] = {str(k): np.sort(v) for k, v in zip(genes, np.split(p[order], starts[1:]))}
-        return cls(tracks["donor"], tracks["acceptor"])
+            tracks[track] = dict(zip(map(str, genes), np.split(p[order], starts[1:])))
+            tracks[f"{track}_score"] = dict(zip(map(str, genes), np.split(s[order], starts[1:])))
+        return cls(**tracks)
 
 
 def gene_context_features(index: CandidateIndex, gene_id: np.ndarray, position: np.ndarray,
                           gene_length: np.ndarray) -> dict[str, np.ndarray]:
-    """``schema.GENE_CONTEXT_FEATURES`` of rows: nucleotides to the nearest other candidate donor /
-    acceptor of the row's gene upstream and downstream; the gene's length where there is none
-    (NaN where ``position`` or a positive ``gene_length`` is missing)."""
+    """``schema.GENE_CONTEXT_FEATURES`` of rows, per track (donor, acceptor) and direction within
+    the row's gene (transcript orientation): nucleotides to the nearest other candidate — the
+    gene's length where there is none (NaN if that is missing or not positive) — and that
+    candidate's base score (0 where there is none). NaN where ``position`` is missing. Only the
+    candidate positions and their scores are read."""
     pos = np.asarray(position, dtype=np.float64)
     none = np.asarray(gene_length, dtype=np.float64)
     none = np.where(none > 0, none, np.nan)
@@ -83,12 +89,19 @@ def gene_context_features(index: CandidateIndex, gene_id: np.ndarray, position: 
         p, missing, known = pos[rows], none[rows], np.isfinite(pos[rows])
         for track in ("donor", "acceptor"):
             c = getattr(index, track).get(str(g), _EMPTY)
-            i = np.searchsorted(c, p, "left")    # c[i - 1] < p
-            j = np.searchsorted(c, p, "right")   # c[j] > p
-            up = p - c[np.maximum(i - 1, 0)] if len(c) else missing
-            down = c[np.minimum(j, len(c) - 1)] - p if len(c) else missing
-            out[f"nearest_{track}_upstream"][rows] = np.where(known, np.where(i > 0, up, missing), np.nan)
-            out[f"nearest_{track}_downstream"][rows] = np.where(known, np.where(j < len(c), down, missing), np.nan)
+            s = getattr(index, f"{track}_score").get(str(g), _EMPTY)
+            if len(c):
+                i = np.searchsorted(c, p, "left")    # c[i - 1] < p
+                j = np.searchsorted(c, p, "right")   # c[j] > p
+                ui, di = np.maximum(i - 1, 0), np.minimum(j, len(c) - 1)
+                has_up, has_down = i > 0, j < len(c)
+                values = {"upstream": (np.where(has_up, p - c[ui], missing), np.where(has_up, s[ui], 0.0)),
+                          "downstream": (np.where(has_down, c[di] - p, missing), np.where(has_down, s[di], 0.0))}
+            else:
+                values = {d: (missing, np.zeros(len(p))) for d in ("upstream", "downstream")}
+            for direction, (distance, score) in values.items():
+                out[f"nearest_{track}_{direction}"][rows] = np.where(known, distance, np.nan)
+                out[f"nearest_{track}_{direction}_score"][rows] = np.where(known, score, np.nan)
     return out
 
 
