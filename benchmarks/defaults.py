@@ -78,19 +78,27 @@ class Candidate:
     fit_sample: int | None = None   # train on this many of the fit genes (seeded) to bound the run time
 
 
+GC_DISTANCE = ("distance",)
+GC_ALL = ("distance", "score")
 CANDIDATES: dict[str, Candidate] = {
-    "one_k3": Candidate("1 instance of all fit genes, 3-mers, gene context"),
-    "two_k3": Candidate("2 instances of half the fit genes (+10% overlap), 3-mers, gene context", instances=2),
-    "one_k0": Candidate("1 instance, no k-mers, gene context", kmer_sizes=()),
+    # gene context: none, the distances to the nearest candidates, + those candidates' base scores
+    "one_k3_nogc": Candidate("1 instance of all fit genes, 3-mers, no gene context", gene_context=()),
+    "one_k3": Candidate("1 instance of all fit genes, 3-mers, gene-context distances", gene_context=GC_DISTANCE),
+    "one_k3_ctx": Candidate("1 instance of all fit genes, 3-mers, gene-context distances + the nearest "
+                            "candidates' base scores", gene_context=GC_ALL),
+    # instance size and k-mer families, on top of the full gene context
+    "two_k3_ctx": Candidate("2 instances of half the fit genes (+10% overlap), 3-mers, full gene context",
+                            instances=2, gene_context=GC_ALL),
+    "one_k0_ctx": Candidate("1 instance, no k-mers, full gene context", kmer_sizes=(), gene_context=GC_ALL),
     # the 5-mers multiply the features by ten: compared with the 3-mers on the same 1,500 fit genes
-    "small_k3": Candidate("1 instance of 1,500 sampled fit genes, 3-mers, gene context", fit_sample=1500),
-    "small_k35": Candidate("1 instance of the same 1,500 fit genes, 3- and 5-mers, gene context",
-                           kmer_sizes=None, fit_sample=1500),
-    "one_k3_nogc": Candidate("1 instance, 3-mers, no gene context", gene_context=()),
-    "one_k3_ctx": Candidate("1 instance, 3-mers, gene context + the nearest candidates' base scores",
-                            gene_context=("distance", "score")),
-    "one_k3_deep": Candidate("1 instance, 3-mers, gene context; depth 8, learning rate 0.05, ≤ 800 rounds",
-                             training={"max_depth": 8, "learning_rate": 0.05, "n_estimators": 800}),
+    "small_k3_ctx": Candidate("1 instance of 1,500 sampled fit genes, 3-mers, full gene context",
+                              fit_sample=1500, gene_context=GC_ALL),
+    "small_k35_ctx": Candidate("1 instance of the same 1,500 fit genes, 3- and 5-mers, full gene context",
+                               kmer_sizes=None, fit_sample=1500, gene_context=GC_ALL),
+    # boosting settings
+    "one_k3_ctx_deep": Candidate("1 instance, 3-mers, full gene context; depth 8, learning rate 0.05, ≤ 800 rounds",
+                                 gene_context=GC_ALL,
+                                 training={"max_depth": 8, "learning_rate": 0.05, "n_estimators": 800}),
 }
 
 
