@@ -285,7 +285,7 @@ def report(out: Path) -> Path:
         v, lc = r["validation"], r["leakage_check"]
         gpi = "/".join(str(g) for g in r["genes_per_instance"])
         lines.append(
-            f"| `{r['candidate']}`: {r['description']} | {r['n_features']} | {r['instances']} × {gpi} "
+            f"| `{r['candidate']}`: {CANDIDATES[r['candidate']].description if r['candidate'] in CANDIDATES else r['description']} | {r['n_features']} | {r['instances']} × {gpi} "
             f"| {v['splice_f1']:.4f} | {v['splice_ap']:.4f} | {v['errors_vs_base']:.3f} | {v['ece_max']:.4f} "
             f"| {v['splice_threshold']:.3f} | {r['train_wall_seconds'] / 60:.1f} min ({r['train_cpu_seconds'] / 60:.1f}) "
             f"| {r['peak_rss_bytes'] / 2**30:.2f} GiB "
