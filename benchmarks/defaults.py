@@ -43,7 +43,12 @@ import pyarrow.parquet as pq
 from ensemble_assets.core.artifacts import paths
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.data.contract import open_dataset
-from ensemble_assets.core.data.schema import feature_family, is_kmer
+from ensemble_assets.core.data.schema import (
+    GENE_CONTEXT_DISTANCE_FEATURES,
+    GENE_CONTEXT_SCORE_FEATURES,
+    feature_family,
+    is_kmer,
+)
 from ensemble_assets.core.data.screening import ScreeningSettings, feature_columns
 from ensemble_assets.core.evaluation.holdout import EvaluationSettings, evaluate_models
 from ensemble_assets.core.evaluation.integrity import separating_features
@@ -67,22 +72,33 @@ class Candidate:
     description: str
     instances: int = 1                          # gene subsets of the fit genes (make_plan, 10% overlap)
     kmer_sizes: tuple[int, ...] | None = (3,)   # None: every size present; (): no k-mers
-    families: tuple[str, ...] = ("gene_position", "gene_context")  # computed families kept
+    # gene-context groups kept: distance (to the nearest candidates), score (theirs); (): none
+    gene_context: tuple[str, ...] = ("distance",)
     training: dict[str, Any] = field(default_factory=dict)         # TrainingSettings overrides
     fit_sample: int | None = None   # train on this many of the fit genes (seeded) to bound the run time
 
 
+GC_DISTANCE = ("distance",)
+GC_ALL = ("distance", "score")
 CANDIDATES: dict[str, Candidate] = {
-    "one_k3": Candidate("1 instance of all fit genes, 3-mers, gene context"),
-    "two_k3": Candidate("2 instances of half the fit genes (+10% overlap), 3-mers, gene context", instances=2),
-    "one_k0": Candidate("1 instance, no k-mers, gene context", kmer_sizes=()),
+    # gene context: none, the distances to the nearest candidates, + those candidates' base scores
+    "one_k3_nogc": Candidate("1 instance of all fit genes, 3-mers, no gene context", gene_context=()),
+    "one_k3": Candidate("1 instance of all fit genes, 3-mers, gene-context distances", gene_context=GC_DISTANCE),
+    "one_k3_ctx": Candidate("1 instance of all fit genes, 3-mers, gene-context distances + the nearest "
+                            "candidates' base scores", gene_context=GC_ALL),
+    # instance size and k-mer families, on top of the full gene context
+    "two_k3_ctx": Candidate("2 instances of half the fit genes (+10% overlap), 3-mers, full gene context",
+                            instances=2, gene_context=GC_ALL),
+    "one_k0_ctx": Candidate("1 instance, no k-mers, full gene context", kmer_sizes=(), gene_context=GC_ALL),
     # the 5-mers multiply the features by ten: compared with the 3-mers on the same 1,500 fit genes
-    "small_k3": Candidate("1 instance of 1,500 sampled fit genes, 3-mers, gene context", fit_sample=1500),
-    "small_k35": Candidate("1 instance of the same 1,500 fit genes, 3- and 5-mers, gene context",
-                           kmer_sizes=None, fit_sample=1500),
-    "one_k3_nogc": Candidate("1 instance, 3-mers, no gene context", families=("gene_position",)),
-    "one_k3_deep": Candidate("1 instance, 3-mers, gene context; depth 8, learning rate 0.05, ≤ 800 rounds",
-                             training={"max_depth": 8, "learning_rate": 0.05, "n_estimators": 800}),
+    "small_k3_ctx": Candidate("1 instance of 1,500 sampled fit genes, 3-mers, full gene context",
+                              fit_sample=1500, gene_context=GC_ALL),
+    "small_k35_ctx": Candidate("1 instance of the same 1,500 fit genes, 3- and 5-mers, full gene context",
+                               kmer_sizes=None, fit_sample=1500, gene_context=GC_ALL),
+    # boosting settings
+    "one_k3_ctx_deep": Candidate("1 instance, 3-mers, full gene context; depth 8, learning rate 0.05, ≤ 800 rounds",
+                                 gene_context=GC_ALL,
+                                 training={"max_depth": 8, "learning_rate": 0.05, "n_estimators": 800}),
 }
 
 
@@ -115,6 +131,9 @@ def prepare(out: Path, dataset: str, threads: int, seed: int) -> dict[str, Any]:
         split = read_json(split_path)
         if Path(split["dataset"]) != Path(dataset).resolve():
             raise SystemExit(f"{out} was prepared for {split['dataset']}, not {dataset}: use another --out")
+        cfg = prep_config(out, dataset, threads)
+        if not paths(cfg)["manifest"].is_file():   # re-screened (new computed features); same split
+            run_screening(cfg, print)
         return split
     cfg = prep_config(out, dataset, threads)
     t0 = time.perf_counter()
@@ -143,13 +162,17 @@ def prepare(out: Path, dataset: str, threads: int, seed: int) -> dict[str, Any]:
 
 def candidate_features(out: Path, c: Candidate) -> tuple[list[str], dict[str, float]]:
     features, fill = feature_columns(pq.read_table(out / "prep" / "artifacts" / "feature_manifest.parquet"))
-    computed = {"gene_position", "gene_context"}
+    groups = {"distance": GENE_CONTEXT_DISTANCE_FEATURES, "score": GENE_CONTEXT_SCORE_FEATURES}
+    context = {f for g in c.gene_context for f in groups[g]}
+    missing = sorted(context - set(features))
+    if missing:
+        raise SystemExit(f"the prepared feature manifest lacks {', '.join(missing)}: delete "
+                         f"{out / 'prep' / 'artifacts' / 'feature_manifest.parquet'} and run again")
 
     def keep(f: str) -> bool:
         if is_kmer(f):
             return c.kmer_sizes is None or int(f.split("mer_")[0]) in c.kmer_sizes
-        fam = feature_family(f)
-        return fam not in computed or fam in c.families
+        return f in context if feature_family(f) == "gene_context" else True
 
     features = [f for f in features if keep(f)]
     return features, {f: fill[f] for f in features}
@@ -254,14 +277,15 @@ def report(out: Path) -> Path:
         "| candidate | features | instances × fit genes | splice F1 | splice AP | FP+FN vs base @0.5 | max ECE "
         "| threshold | train wall (CPU) | peak RSS | leakage check |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| base model (SpliceAI scores) | – | – | {base['base_splice_f1_at_oof_threshold']:.4f} "
-        f"| {base['splice_ap']:.4f} | 1.000 | {base['ece_max']:.4f} | out-of-fold | – | – | – |",
+        f"| base model (SpliceAI scores) at its out-of-fold threshold | – | – "
+        f"| {base['base_splice_f1_at_oof_threshold']:.4f} | {base['splice_ap']:.4f} | {base['errors_vs_base']:.3f} "
+        f"| {base['ece_max']:.4f} | {base['splice_threshold']:.3f} | – | – | – |",
     ]
     for r in results:
         v, lc = r["validation"], r["leakage_check"]
         gpi = "/".join(str(g) for g in r["genes_per_instance"])
         lines.append(
-            f"| `{r['candidate']}`: {r['description']} | {r['n_features']} | {r['instances']} × {gpi} "
+            f"| `{r['candidate']}`: {CANDIDATES[r['candidate']].description if r['candidate'] in CANDIDATES else r['description']} | {r['n_features']} | {r['instances']} × {gpi} "
             f"| {v['splice_f1']:.4f} | {v['splice_ap']:.4f} | {v['errors_vs_base']:.3f} | {v['ece_max']:.4f} "
             f"| {v['splice_threshold']:.3f} | {r['train_wall_seconds'] / 60:.1f} min ({r['train_cpu_seconds'] / 60:.1f}) "
             f"| {r['peak_rss_bytes'] / 2**30:.2f} GiB "

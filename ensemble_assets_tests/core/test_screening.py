@@ -121,6 +121,11 @@ def test_gene_context_distances_by_hand():
     np.testing.assert_array_equal(got["nearest_donor_downstream"], [10, 5, 30, 30, 9, 9])
     np.testing.assert_array_equal(got["nearest_acceptor_upstream"], [30, 30, 5, 15, 9, 9])
     np.testing.assert_array_equal(got["nearest_acceptor_downstream"], [5, 30, 30, 30, 4, 9])
+    # the base score of that nearest other candidate, 0 where there is none
+    np.testing.assert_allclose(got["nearest_donor_upstream_score"], [0, 0.5, 0.5, 0.2, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(got["nearest_donor_downstream_score"], [0.2, 0.2, 0, 0, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(got["nearest_acceptor_upstream_score"], [0, 0, 0.3, 0.3, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(got["nearest_acceptor_downstream_score"], [0.3, 0, 0, 0, 0.1, 0], rtol=1e-6)
 
 
 def test_gene_context_depends_only_on_candidate_rows(tiny_dataset):

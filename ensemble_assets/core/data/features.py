@@ -46,12 +46,15 @@ _EMPTY = np.empty(0, dtype=np.float64)
 
 @dataclass(frozen=True)
 class CandidateIndex:
-    """Per gene, the sorted positions whose donor (acceptor) score reaches ``CANDIDATE_MIN_SCORE``:
-    what the gene-context features measure distances to. Built from complete genes only (every
-    candidate position of a gene must be among the rows it is built from)."""
+    """Per gene, the sorted positions whose donor (acceptor) score reaches ``CANDIDATE_MIN_SCORE``
+    and those scores, in the same order: what the gene-context features are measured from. Built
+    from complete genes only (every candidate position of a gene must be among the rows it is
+    built from)."""
 
     donor: Mapping[str, np.ndarray]
     acceptor: Mapping[str, np.ndarray]
+    donor_score: Mapping[str, np.ndarray]
+    acceptor_score: Mapping[str, np.ndarray]
 
     @classmethod
     def from_table(cls, table: pa.Table | pa.RecordBatch, source: str = "input") -> "CandidateIndex":
@@ -59,20 +62,23 @@ class CandidateIndex:
         pos = numeric_column(table, "position", source)
         tracks = {}
         for track in ("donor", "acceptor"):
-            keep = np.nan_to_num(numeric_column(table, f"{track}_score", source), nan=-1.0) >= CANDIDATE_MIN_SCORE
-            keep &= np.isfinite(pos)
-            g, p = gene[keep], pos[keep]
-            order = np.argsort(g, kind="stable")
+            score = np.nan_to_num(numeric_column(table, f"{track}_score", source), nan=-1.0)
+            keep = (score >= CANDIDATE_MIN_SCORE) & np.isfinite(pos)
+            g, p, sc = gene[keep], pos[keep], score[keep]
+            order = np.lexsort((p, g))   # by gene, then position
             genes, starts = np.unique(g[order], return_index=True)
-            tracks[track] = {str(k): np.sort(v) for k, v in zip(genes, np.split(p[order], starts[1:]))}
-        return cls(tracks["donor"], tracks["acceptor"])
+            tracks[track] = dict(zip(map(str, genes), np.split(p[order], starts[1:])))
+            tracks[f"{track}_score"] = dict(zip(map(str, genes), np.split(sc[order], starts[1:])))
+        return cls(**tracks)
 
 
 def gene_context_features(index: CandidateIndex, gene_id: np.ndarray, position: np.ndarray,
                           gene_length: np.ndarray) -> dict[str, np.ndarray]:
-    """``schema.GENE_CONTEXT_FEATURES`` of rows: nucleotides to the nearest other candidate donor /
-    acceptor of the row's gene upstream and downstream; the gene's length where there is none
-    (NaN where ``position`` or a positive ``gene_length`` is missing)."""
+    """``schema.GENE_CONTEXT_FEATURES`` of rows, per track (donor, acceptor) and direction within
+    the row's gene (transcript orientation): nucleotides to the nearest other candidate — the
+    gene's length where there is none (NaN if that is missing or not positive) — and that
+    candidate's base score (0 where there is none). NaN where ``position`` is missing. Only the
+    candidate positions and their scores are read."""
     pos = np.asarray(position, dtype=np.float64)
     none = np.asarray(gene_length, dtype=np.float64)
     none = np.where(none > 0, none, np.nan)
@@ -81,15 +87,19 @@ def gene_context_features(index: CandidateIndex, gene_id: np.ndarray, position: 
     genes, inverse = np.unique(np.asarray(gene_id, dtype=object), return_inverse=True)
     for track in ("donor", "acceptor"):
         per_gene = [getattr(index, track).get(str(g), _EMPTY) for g in genes]
+        scores = [getattr(index, f"{track}_score").get(str(g), _EMPTY) for g in genes]
         found = _nearest(per_gene, inverse, pos)
         if found is None:   # positions that are not whole numbers: gene by gene
             found = _nearest_by_gene(per_gene, inverse, pos)
         i_up, i_down, cand = found
-        has_up, has_down = i_up >= 0, i_down >= 0
-        up = np.where(has_up, pos - cand[np.maximum(i_up, 0)] if len(cand) else 0.0, none)
-        down = np.where(has_down, cand[np.maximum(i_down, 0)] - pos if len(cand) else 0.0, none)
-        out[f"nearest_{track}_upstream"] = np.where(known, up, np.nan)
-        out[f"nearest_{track}_downstream"] = np.where(known, down, np.nan)
+        cand_score = np.concatenate(scores) if len(cand) else _EMPTY
+        for direction, i, sign in (("upstream", i_up, 1.0), ("downstream", i_down, -1.0)):
+            has = i >= 0
+            at = np.maximum(i, 0)
+            distance = np.where(has, sign * (pos - cand[at]) if len(cand) else 0.0, none)
+            score = np.where(has, cand_score[at] if len(cand) else 0.0, 0.0)
+            out[f"nearest_{track}_{direction}"] = np.where(known, distance, np.nan)
+            out[f"nearest_{track}_{direction}_score"] = np.where(known, score, np.nan)
     return out
 
 

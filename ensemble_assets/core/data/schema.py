@@ -65,13 +65,16 @@ GENE_POSITION_SOURCES: tuple[str, ...] = ("position", "gene_length")
 GENE_POSITION_FEATURES: tuple[str, ...] = ("gene_offset_5p", "gene_offset_3p", "gene_relative_position")
 # computed, not read, and only where the dataset holds every position of a gene whose donor or
 # acceptor score reaches CANDIDATE_MIN_SCORE (MetaSpliceAI's row selection keeps every position
-# scoring >= 0.02): nucleotides to the nearest other candidate donor / acceptor of the gene,
-# upstream and downstream (transcript orientation); the gene's length where there is none
+# scoring >= 0.02), from those candidate positions and their base scores alone (transcript
+# orientation): per track (donor, acceptor) and direction (upstream, downstream)
 CANDIDATE_MIN_SCORE = 0.1
 GENE_CONTEXT_SOURCES: tuple[str, ...] = ("gene_id", "position", "gene_length", "donor_score", "acceptor_score")
-GENE_CONTEXT_FEATURES: tuple[str, ...] = (
-    "nearest_donor_upstream", "nearest_donor_downstream", "nearest_acceptor_upstream", "nearest_acceptor_downstream",
-)
+_TRACK_DIRECTIONS = tuple(f"{t}_{d}" for t in ("donor", "acceptor") for d in ("upstream", "downstream"))
+# nucleotides to the nearest other candidate; the gene's length where there is none
+GENE_CONTEXT_DISTANCE_FEATURES: tuple[str, ...] = tuple(f"nearest_{td}" for td in _TRACK_DIRECTIONS)
+# that nearest candidate's base score (of its track); 0 where there is none
+GENE_CONTEXT_SCORE_FEATURES: tuple[str, ...] = tuple(f"nearest_{td}_score" for td in _TRACK_DIRECTIONS)
+GENE_CONTEXT_FEATURES: tuple[str, ...] = (*GENE_CONTEXT_DISTANCE_FEATURES, *GENE_CONTEXT_SCORE_FEATURES)
 # chromosome-level leakage across instances
 NON_FEATURE_BY_DEFAULT: tuple[str, ...] = ("chrom",)
 # absolute genomic coordinates: a number on one assembly's axis, meaningless for another genome,
