@@ -11,8 +11,8 @@ venv:
 demo: venv  ## train the whole graph on the demo dataset (generated on first use)
 	$(VENV)/ensemble-assets train
 
-test: venv  ## the whole test suite (unit, Dagster, end-to-end)
-	$(VENV)/python -m pytest
+test: venv  ## the whole test suite (unit, Dagster, end-to-end), one worker per core, a module per worker
+	$(VENV)/python -m pytest -n 2 --dist loadfile
 
 test-fast: venv
 	$(VENV)/python -m pytest -m "not e2e"

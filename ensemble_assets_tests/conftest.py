@@ -101,3 +101,12 @@ def trained_graph(tiny_dataset, tmp_path_factory) -> TrainedGraph:
         ok, err = materialize(cfg, instance, evaluation_assets, log=lambda m: None)
         assert ok, err
         yield TrainedGraph(cfg, instance, keys)
+
+
+# the longest module first: `make test` runs a module per worker (pytest-xdist, --dist loadfile),
+# and the live instance's flow alone is about a third of the suite
+LONGEST_FIRST = ("e2e/test_live_instance.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not any(m in item.nodeid for m in LONGEST_FIRST))   # stable
