@@ -91,6 +91,22 @@ def test_schedule_tick_requests_only_missing_or_stale_partitions(planned):
     assert tick(cfg, instance, dt.datetime(2026, 1, 12, 3, tzinfo=dt.timezone.utc)).run_requests == []
 
 
+def test_schedule_waits_for_a_first_plan_and_for_a_plan_being_made(tiny_dataset, tmp_path, planned):
+    # an instance that never planned: nothing to retrain (not the default dataset's plan)
+    cfg = make_config(tmp_path / "fresh_root", tiny_dataset)
+    with dg.instance_for_test() as fresh:
+        result = tick(cfg, fresh, dt.datetime(2026, 1, 5, 3, tzinfo=dt.timezone.utc))
+        assert result.run_requests == [] and "no training_plan materialized" in result.skip_message
+    assert not (tmp_path / "fresh_root").exists()
+    # a plan run in progress (a user's plan_job): the tick does not start a second plan or training
+    cfg, instance, keys = planned
+    instance.add_run(dg.DagsterRun(job_name="plan_job", run_id="a-plan-run", status=dg.DagsterRunStatus.STARTED))
+    result = tick(cfg, instance, dt.datetime(2026, 1, 5, 3, tzinfo=dt.timezone.utc))
+    assert result.run_requests == [] and "a plan is being made (run a-plan-run)" in result.skip_message
+    instance.report_run_canceled(instance.get_run_by_id("a-plan-run"))   # that run is over: the 3 missing partitions
+    assert len(tick(cfg, instance, dt.datetime(2026, 1, 12, 3, tzinfo=dt.timezone.utc)).run_requests) == len(keys)
+
+
 def test_schedule_recomputes_the_plan_when_its_inputs_change(planned):
     cfg, instance, keys = planned
     for k in keys:

@@ -1,7 +1,9 @@
 """Scheduled retraining (weekly by default; ``ENSEMBLE_ASSETS_RETRAIN_CRON`` changes the cron).
 
 Each tick either recomputes the plan or trains what the current plan lacks, never both at once
-(a partition run must not read a plan that is being rewritten):
+(a partition run must not read a plan that is being rewritten); it does nothing on an instance
+that has never planned (there are no settings to retrain with yet) or while a plan is being made:
+
 
 - the plan's inputs changed since the last ``training_plan`` materialization (the dataset's
   content, settings, plan code versions — see ``core.planning.freshness``), or the same dataset
@@ -18,8 +20,8 @@ import os
 
 import dagster as dg
 
-from ensemble_assets.defs.jobs import retraining_job
-from ensemble_assets.defs.planning.assets import PLAN_ASSETS, plan_out_of_date
+from ensemble_assets.defs.jobs import plan_job, retraining_job
+from ensemble_assets.defs.planning.assets import PLAN_ASSETS, plan_out_of_date, training_plan
 from ensemble_assets.defs.resources import EnsembleResource, run_config_for
 from ensemble_assets.defs.training.retraining import (
     REASON_TAG,
@@ -41,6 +43,12 @@ DEFAULT_RETRAIN_CRON = "0 3 * * 1"   # Mondays 03:00
 )
 def weekly_retraining(context: dg.ScheduleEvaluationContext, ensemble: EnsembleResource):
     tick = context.scheduled_execution_time.isoformat()
+    if context.instance.get_latest_materialization_event(training_plan.key) is None:
+        return dg.SkipReason("no training_plan materialized on this instance yet: nothing to retrain "
+                             "(train first: ensemble-assets train, or plan_job in the UI)")
+    planning = _runs_making_the_plan(context.instance)
+    if planning:
+        return dg.SkipReason(f"a plan is being made (run {', '.join(planning)}): retraining waits for the next tick")
     cfg = ensemble.planned_config()   # retrain with the settings of the current plan
     stale = plan_out_of_date(cfg, context.instance)
     if stale is not None:
@@ -54,6 +62,13 @@ def weekly_retraining(context: dg.ScheduleEvaluationContext, ensemble: EnsembleR
                              "with its current gene subset, settings and code: nothing to retrain")
     context.log.info("training " + ", ".join(f"{k} ({r})" for k, r in todo))
     return partition_run_requests(todo, f"train:{tick}", "weekly_retraining", asset_selection=True)
+
+
+def _runs_making_the_plan(instance: dg.DagsterInstance) -> list[str]:
+    active = instance.get_runs(filters=dg.RunsFilter(statuses=[
+        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED]))
+    return [r.run_id for r in active if r.job_name == plan_job.name or training_plan.key in (r.asset_selection or ())]
 
 
 all_schedules = [weekly_retraining]
