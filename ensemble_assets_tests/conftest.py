@@ -103,10 +103,36 @@ def trained_graph(tiny_dataset, tmp_path_factory) -> TrainedGraph:
         yield TrainedGraph(cfg, instance, keys)
 
 
-# the longest module first: `make test` runs a module per worker (pytest-xdist, --dist loadfile),
-# and the live instance's flow alone is about a third of the suite
-LONGEST_FIRST = ("e2e/test_live_instance.py",)
+# `make test` runs the suite on several workers (pytest-xdist). A module is one unit of work (its
+# module fixtures are built once), the modules that share the session's trained graph are one unit
+# (it is trained once), and the longest units start first: the live instance's flow alone is about
+# a third of the suite (make test keeps this order: --no-loadscope-reorder).
+TRAINED_GRAPH_MODULES = ("ensemble_assets_tests/dagster/test_evaluation_assets.py",
+                         "ensemble_assets_tests/dagster/test_shap_assets.py",
+                         "ensemble_assets_tests/reliability/test_bad_input.py")
+LONGEST_FIRST = tuple(f"ensemble_assets_tests/{m}.py" for m in (   # by measured time, longest first
+    "e2e/test_live_instance", "dagster/test_graph", "dagster/test_evaluation_assets", "dagster/test_shap_assets",
+    "reliability/test_bad_input", "dagster/test_instance_kinds_graph", "reliability/test_crash_safety",
+    "dagster/test_operations", "e2e/test_dask_executor"))
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: not any(m in item.nodeid for m in LONGEST_FIRST))   # stable
+    def rank(item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)   # stable: the order within a module is kept
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:   # plain pytest, one process
+    pass
+else:
+    class _ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "trained_graph" if module in TRAINED_GRAPH_MODULES else module
+
+    def pytest_xdist_make_scheduler(config, log):
+        return _ModuleScheduling(config, log)

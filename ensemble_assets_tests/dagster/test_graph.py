@@ -151,8 +151,9 @@ def test_cli_train_then_predict_round_trip(tiny_dataset, tmp_path):
     env = {"DAGSTER_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
     (tmp_path / "home").mkdir()
     cli = [sys.executable, "-m", "ensemble_assets.cli"]
+    # 2 instances, no SHAP (its own tests: test_shap_assets.py): the round trip, not the graph's size
     args = ["train", "--dataset", str(tiny_dataset), "--data-root", str(tmp_path / "root"),
-            "--genes-per-instance", "16", "--n-folds", "3", "--n-estimators", "15", "--threads", "1"]
+            "--genes-per-instance", "30", "--n-folds", "3", "--n-estimators", "15", "--threads", "1", "--skip-shap"]
     r = subprocess.run(cli + args, capture_output=True, text=True, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "out-of-fold" in r.stdout and "trained" in r.stdout
@@ -178,11 +179,11 @@ def test_cli_train_then_predict_round_trip(tiny_dataset, tmp_path):
     assert set(pred.column("predicted_type").to_pylist()) <= {"neither", "donor", "acceptor"}
     # the CLI's settings are recorded by the plan and shown as each run's config in the Dagster UI
     plan = json.loads((tmp_path / "root" / "artifacts" / "training_plan.json").read_text())
-    assert plan["config"]["plan"]["genes_per_instance"] == 16
+    assert plan["config"]["plan"]["genes_per_instance"] == 30 and len(plan["subsets"]) == 2
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         runs = instance.get_runs()
     shown = [r.run_config["resources"]["ensemble"]["config"] for r in runs]
-    assert runs and all(c["plan"]["genes_per_instance"] == 16 and c["dataset"] == str(tiny_dataset.resolve()) for c in shown)
+    assert runs and all(c["plan"]["genes_per_instance"] == 30 and c["dataset"] == str(tiny_dataset.resolve()) for c in shown)
 
 
 def test_cli_train_exits_nonzero_with_the_failing_assets_message(tiny_dataset, tmp_path):
