@@ -58,21 +58,32 @@ class CandidateIndex:
 
     @classmethod
     def from_table(cls, table: pa.Table | pa.RecordBatch, source: str = "input") -> "CandidateIndex":
-        gene = np.asarray(table.column(GENE_COLUMN).to_numpy(zero_copy_only=False), dtype=object)
+        names, codes = gene_codes(table.column(GENE_COLUMN))
         pos = numeric_column(table, "position", source)
         tracks = {}
         for track in ("donor", "acceptor"):
             score = np.nan_to_num(numeric_column(table, f"{track}_score", source), nan=-1.0)
             keep = (score >= CANDIDATE_MIN_SCORE) & np.isfinite(pos)
-            g, p, sc = gene[keep], pos[keep], score[keep]
+            g, p, sc = codes[keep], pos[keep], score[keep]
             order = np.lexsort((p, g))   # by gene, then position
-            genes, starts = np.unique(g[order], return_index=True)
-            tracks[track] = dict(zip(map(str, genes), np.split(p[order], starts[1:])))
-            tracks[f"{track}_score"] = dict(zip(map(str, genes), np.split(sc[order], starts[1:])))
+            present, starts = np.unique(g[order], return_index=True)
+            genes = [names[i] for i in present]
+            tracks[track] = dict(zip(genes, np.split(p[order], starts[1:])))
+            tracks[f"{track}_score"] = dict(zip(genes, np.split(sc[order], starts[1:])))
         return cls(**tracks)
 
 
-def gene_context_features(index: CandidateIndex, gene_id: np.ndarray, position: np.ndarray,
+def gene_codes(gene_id: np.ndarray | pa.Array | pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
+    """The distinct gene ids (as strings, first-seen order) and each row's index into them: Arrow's
+    dictionary encoding, not a sort of Python strings."""
+    arr = gene_id if isinstance(gene_id, (pa.Array, pa.ChunkedArray)) else pa.array(np.asarray(gene_id, dtype=object))
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    enc = pc.dictionary_encode(arr, null_encoding="encode")
+    return [str(g) for g in enc.dictionary.to_pylist()], enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def gene_context_features(index: CandidateIndex, gene_id: np.ndarray | pa.Array | pa.ChunkedArray, position: np.ndarray,
                           gene_length: np.ndarray) -> dict[str, np.ndarray]:
     """``schema.GENE_CONTEXT_FEATURES`` of rows, per track (donor, acceptor) and direction within
     the row's gene (transcript orientation): nucleotides to the nearest other candidate — the
@@ -84,10 +95,10 @@ def gene_context_features(index: CandidateIndex, gene_id: np.ndarray, position: 
     none = np.where(none > 0, none, np.nan)
     known = np.isfinite(pos)
     out = {f: np.full(len(pos), np.nan) for f in GENE_CONTEXT_FEATURES}
-    genes, inverse = np.unique(np.asarray(gene_id, dtype=object), return_inverse=True)
+    genes, inverse = gene_codes(gene_id)
     for track in ("donor", "acceptor"):
-        per_gene = [getattr(index, track).get(str(g), _EMPTY) for g in genes]
-        scores = [getattr(index, f"{track}_score").get(str(g), _EMPTY) for g in genes]
+        per_gene = [getattr(index, track).get(g, _EMPTY) for g in genes]
+        scores = [getattr(index, f"{track}_score").get(g, _EMPTY) for g in genes]
         found = _nearest(per_gene, inverse, pos)
         if found is None:   # positions that are not whole numbers: gene by gene
             found = _nearest_by_gene(per_gene, inverse, pos)
@@ -171,7 +182,7 @@ def to_feature_matrix(table: pa.Table | pa.RecordBatch, features: Sequence[str],
     ``schema.GENE_CONTEXT_FEATURES`` from ``candidates`` (default: the candidates among the
     table's own rows, so the table must then hold its genes whole)."""
     n = table.num_rows
-    X = np.empty((n, len(features)), dtype=np.float32)
+    X = np.empty((n, len(features)), dtype=np.float32, order="F")   # filled column by column
     names = set(table.schema.names)
     computed: dict[str, np.ndarray] = {}
     wanted = {f for f in features if f not in names}
@@ -180,8 +191,8 @@ def to_feature_matrix(table: pa.Table | pa.RecordBatch, features: Sequence[str],
     if wanted & set(GENE_CONTEXT_FEATURES) and set(GENE_CONTEXT_SOURCES) <= names:
         computed.update(gene_context_features(
             candidates if candidates is not None else CandidateIndex.from_table(table, source),
-            np.asarray(table.column(GENE_COLUMN).to_numpy(zero_copy_only=False), dtype=object),
-            numeric_column(table, "position", source), numeric_column(table, "gene_length", source)))
+            table.column(GENE_COLUMN), numeric_column(table, "position", source),
+            numeric_column(table, "gene_length", source)))
     for j, name in enumerate(features):
         if name in names:
             v = numeric_column(table, name, source)
@@ -198,4 +209,4 @@ def to_feature_matrix(table: pa.Table | pa.RecordBatch, features: Sequence[str],
                 )
             v = np.where(bad, fill[name], v)
         X[:, j] = v
-    return X
+    return np.ascontiguousarray(X)   # row-major, as XGBoost and the callers take it
