@@ -201,17 +201,18 @@ def _chromium(args: list[str], profile: Path, timeout: float) -> str:
         proc.wait()
 
 
-def rendered_text(url: str, profile: Path, budget_ms: int = 20000, timeout: float = 120) -> str:
+def rendered_text(url: str, profile: Path, screenshot: Path | None = None, budget_ms: int = 20000,
+                  timeout: float = 120) -> str:
     """The page's text after the single-page app rendered it (``--dump-dom`` after a virtual-time
-    budget), scripts and styles removed."""
+    budget), scripts and styles removed; with ``screenshot``, the same rendering saved as a PNG
+    there (one Chromium run for both)."""
     import re
 
-    html = _chromium([f"--virtual-time-budget={budget_ms}", "--dump-dom", url], profile, timeout)
+    args = [f"--virtual-time-budget={budget_ms}", "--dump-dom"]
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        screenshot.unlink(missing_ok=True)   # what is there afterwards is this rendering
+        args.append(f"--screenshot={screenshot}")
+    html = _chromium([*args, url], profile, timeout)
     text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", html, flags=re.S)
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
-
-
-def screenshot(url: str, out: Path, profile: Path, budget_ms: int = 20000, timeout: float = 120) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _chromium([f"--virtual-time-budget={budget_ms}", f"--screenshot={out}", url], profile, timeout)
-    return out

@@ -30,7 +30,6 @@ from ensemble_assets_tests.e2e.live import (
     chromium_binary,
     group_members,
     rendered_text,
-    screenshot,
     wait_until,
 )
 from ensemble_assets_tests.faults import gene_in_one_subset, write_infinite_rows
@@ -145,9 +144,8 @@ def test_plan_sensor_automation_failure_and_backfill_on_a_live_instance(live):
                            for t in dev.sensor_ticks("ensemble_automation_sensor", 5)), timeout=120, poll=3)
     assert len(dev.materializations("consolidated_model")) == 1
     if browser:
-        text = rendered_text(f"{dev.url}/assets/instance_model?view=partitions", state["profile"])
-        screenshot(f"{dev.url}/assets/instance_model?view=partitions", ARTIFACTS / "partitions_failed.png",
-                   state["profile"])
+        text = rendered_text(f"{dev.url}/assets/instance_model?view=partitions", state["profile"],
+                             ARTIFACTS / "partitions_failed.png")
         assert "Failed (1)" in text and failing in text, text[:2000]
 
     # 4. fix the input, backfill the failed partition from the CLI; consolidation follows
@@ -178,17 +176,17 @@ def test_the_ui_renders_the_asset_graph_and_the_partitions_of_instance_model(liv
         pytest.skip("the live flow did not complete (see the test above)")
     profile = state["profile"]
     lineage = f"{dev.url}/assets/gene_inventory?view=lineage&lineageScope=downstream&lineageDepth=5"
-    text = rendered_text(lineage, profile)
+    shot = ARTIFACTS / "asset_graph.png"
+    text = rendered_text(lineage, profile, shot)
     assert all(name in text for name in ASSETS), text[:2000]
-    shot = screenshot(lineage, ARTIFACTS / "asset_graph.png", profile)
     groups = rendered_text(f"{dev.url}/asset-groups", profile)
     assert all(g in groups for g in ("dataset", "plan", "training", "ensemble")), groups[:2000]
     page = f"{dev.url}/assets/instance_model?view=partitions"
-    text = rendered_text(page, profile)
+    shot2 = ARTIFACTS / "instance_model_partitions.png"
+    text = rendered_text(page, profile, shot2)
     keys = sorted(s["key"] for s in artifacts.load_plan(cfg)["subsets"])
     assert f"{len(keys)} Partitions" in text and f"Materialized ({len(keys)})" in text and "Failed (0)" in text, text[:2000]
     assert all(k in text for k in keys)
-    shot2 = screenshot(page, ARTIFACTS / "instance_model_partitions.png", profile)
     assert shot.stat().st_size > 10_000 and shot2.stat().st_size > 10_000
 
 
@@ -238,13 +236,11 @@ def test_evaluation_promotion_and_scoring_of_a_second_dataset_follow_by_automati
     profile = state["profile"]
     # lineage: the promoted model version feeds scored_positions
     lineage = f"{dev.url}/assets/model_promotion?view=lineage&lineageScope=downstream&lineageDepth=2"
-    text = rendered_text(lineage, profile)
+    text = rendered_text(lineage, profile, ARTIFACTS / "model_to_scored_positions.png")
     assert "model_promotion" in text and "scored_positions" in text, text[:2000]
-    screenshot(lineage, ARTIFACTS / "model_to_scored_positions.png", profile)
     # the asset pages show the version that scored the target, and the held-out chromosome
     page = f"{dev.url}/assets/scored_positions?partition={TARGET}"
-    text = rendered_text(page, profile)
+    text = rendered_text(page, profile, ARTIFACTS / "scored_positions.png")
     assert version in text and TARGET in text, text[:3000]
-    screenshot(page, ARTIFACTS / "scored_positions.png", profile)
     text = rendered_text(f"{dev.url}/assets/holdout_metrics", profile)
     assert "chromosome chr2" in text, text[:3000]
