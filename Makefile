@@ -11,10 +11,10 @@ venv:
 demo: venv  ## train the whole graph on the demo dataset (generated on first use)
 	$(VENV)/ensemble-assets train
 
-# test: 3 workers on 2 cores fill the time the live instance waits for its sensors; BLAS and OpenMP
+# test: 4 workers on 2 cores fill the time the live instance and the Dagster runs wait; BLAS and OpenMP
 # pools stay at one thread so that the workers do not oversubscribe the cores
-test: venv  ## the whole test suite (unit, Dagster, end-to-end) on 3 workers (conftest.py: what runs where)
-	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(VENV)/python -m pytest -n 3 --no-loadscope-reorder
+test: venv  ## the whole test suite (unit, Dagster, end-to-end) on 4 workers (conftest.py: what runs where)
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(VENV)/python -m pytest -n 4 --no-loadscope-reorder
 
 test-fast: venv
 	$(VENV)/python -m pytest -m "not e2e"
