@@ -186,13 +186,16 @@ def to_feature_matrix(table: pa.Table | pa.RecordBatch, features: Sequence[str],
     names = set(table.schema.names)
     computed: dict[str, np.ndarray] = {}
     wanted = {f for f in features if f not in names}
-    if wanted & set(GENE_POSITION_FEATURES) and set(GENE_POSITION_SOURCES) <= names:
-        computed.update(gene_position_features(*(numeric_column(table, c, source) for c in GENE_POSITION_SOURCES)))
-    if wanted & set(GENE_CONTEXT_FEATURES) and set(GENE_CONTEXT_SOURCES) <= names:
+    position_wanted = wanted & set(GENE_POSITION_FEATURES) and set(GENE_POSITION_SOURCES) <= names
+    context_wanted = wanted & set(GENE_CONTEXT_FEATURES) and set(GENE_CONTEXT_SOURCES) <= names
+    if position_wanted or context_wanted:   # both families read position and gene_length: once
+        position, gene_length = (numeric_column(table, c, source) for c in GENE_POSITION_SOURCES)
+    if position_wanted:
+        computed.update(gene_position_features(position, gene_length))
+    if context_wanted:
         computed.update(gene_context_features(
             candidates if candidates is not None else CandidateIndex.from_table(table, source),
-            table.column(GENE_COLUMN), numeric_column(table, "position", source),
-            numeric_column(table, "gene_length", source)))
+            table.column(GENE_COLUMN), position, gene_length))
     for j, name in enumerate(features):
         if name in names:
             v = numeric_column(table, name, source)

@@ -4,7 +4,6 @@ Each tick either recomputes the plan or trains what the current plan lacks, neve
 (a partition run must not read a plan that is being rewritten); it does nothing on an instance
 that has never planned (there are no settings to retrain with yet) or while a plan is being made:
 
-
 - the plan's inputs changed since the last ``training_plan`` materialization (the dataset's
   content, settings, plan code versions — see ``core.planning.freshness``), or the same dataset
   now lies elsewhere → one run of inventory, screening and plan; ``plan_partitions_sensor`` then
