@@ -44,8 +44,11 @@ from ensemble_assets.core.artifacts import paths
 from ensemble_assets.core.config import PlatformConfig
 from ensemble_assets.core.data.contract import open_dataset
 from ensemble_assets.core.data.schema import (
+    GENE_CONTEXT_ALL_CANDIDATE_FEATURES,
     GENE_CONTEXT_DISTANCE_FEATURES,
+    GENE_CONTEXT_LOCAL_FEATURES,
     GENE_CONTEXT_SCORE_FEATURES,
+    GENE_CONTEXT_STRONG_FEATURES,
     feature_family,
     is_kmer,
 )
@@ -72,7 +75,9 @@ class Candidate:
     description: str
     instances: int = 1                          # gene subsets of the fit genes (make_plan, 10% overlap)
     kmer_sizes: tuple[int, ...] | None = (3,)   # None: every size present; (): no k-mers
-    # gene-context groups kept: distance (to the nearest candidates), score (theirs); (): none
+    # gene-context groups kept: distance (to the nearest candidates ≥ 0.1), score (theirs), every
+    # (nearest and second-nearest of every candidate ≥ 0.02), strong (nearest ≥ 0.3, ≥ 0.6),
+    # local (highest other candidate score within ±10 / 50 / 200 nt); (): none
     gene_context: tuple[str, ...] = ("distance",)
     training: dict[str, Any] = field(default_factory=dict)         # TrainingSettings overrides
     fit_sample: int | None = None   # train on this many of the fit genes (seeded) to bound the run time
@@ -80,12 +85,17 @@ class Candidate:
 
 GC_DISTANCE = ("distance",)
 GC_ALL = ("distance", "score")
+GC_WIDE = ("distance", "score", "every", "strong", "local")
 CANDIDATES: dict[str, Candidate] = {
     # gene context: none, the distances to the nearest candidates, + those candidates' base scores
     "one_k3_nogc": Candidate("1 instance of all fit genes, 3-mers, no gene context", gene_context=()),
     "one_k3": Candidate("1 instance of all fit genes, 3-mers, gene-context distances", gene_context=GC_DISTANCE),
     "one_k3_ctx": Candidate("1 instance of all fit genes, 3-mers, gene-context distances + the nearest "
                             "candidates' base scores", gene_context=GC_ALL),
+    "one_k3_wide": Candidate("1 instance, 3-mers, gene context of every candidate ≥ 0.02: nearest and "
+                             "second-nearest, nearest strong (≥ 0.3, ≥ 0.6), highest score within ±10/50/200 nt",
+                             gene_context=GC_WIDE),
+    "one_k0_wide": Candidate("1 instance, no k-mers, the wide gene context", kmer_sizes=(), gene_context=GC_WIDE),
     # instance size and k-mer families, on top of the full gene context
     "two_k3_ctx": Candidate("2 instances of half the fit genes (+10% overlap), 3-mers, full gene context",
                             instances=2, gene_context=GC_ALL),
@@ -162,7 +172,9 @@ def prepare(out: Path, dataset: str, threads: int, seed: int) -> dict[str, Any]:
 
 def candidate_features(out: Path, c: Candidate) -> tuple[list[str], dict[str, float]]:
     features, fill = feature_columns(pq.read_table(out / "prep" / "artifacts" / "feature_manifest.parquet"))
-    groups = {"distance": GENE_CONTEXT_DISTANCE_FEATURES, "score": GENE_CONTEXT_SCORE_FEATURES}
+    groups = {"distance": GENE_CONTEXT_DISTANCE_FEATURES, "score": GENE_CONTEXT_SCORE_FEATURES,
+              "every": GENE_CONTEXT_ALL_CANDIDATE_FEATURES, "strong": GENE_CONTEXT_STRONG_FEATURES,
+              "local": GENE_CONTEXT_LOCAL_FEATURES}
     context = {f for g in c.gene_context for f in groups[g]}
     missing = sorted(context - set(features))
     if missing:

@@ -328,8 +328,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="XGBoost threads (0: all cores)")
     t.add_argument("--exclude", nargs="*", help="feature columns to exclude")
     t.add_argument("--gene-context", action=argparse.BooleanOptionalAction, default=None,
-                   help="the distances to the gene's nearest other candidate donor / acceptor (score >= 0.1) as "
-                        "features: honest only for a dataset holding every position scoring >= 0.1. Default: on "
+                   help="features of the gene's other candidate donors / acceptors (positions scoring >= 0.02): "
+                        "nearest, second-nearest, nearest strong, the highest score nearby (docs/features.md); "
+                        "honest only for a dataset holding every position scoring >= 0.02. Default: on "
                         "when the dataset's dataset.json declares that (row_selection), else off; the reason is "
                         "in feature_screening's metadata")
     t.add_argument("--kmer-sizes", nargs="*", type=int,

@@ -10,6 +10,7 @@ import pytest
 from ensemble_assets.core.data.contract import open_dataset
 from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.schema import (
+    CANDIDATE_MIN_SCORE,
     GENE_CONTEXT_FEATURES,
     GENE_POSITION_FEATURES,
     LABEL_CHOSEN_TRACK_COLUMNS,
@@ -128,6 +129,75 @@ def test_gene_context_distances_by_hand():
     np.testing.assert_allclose(got["nearest_acceptor_downstream_score"], [0.3, 0, 0, 0, 0.1, 0], rtol=1e-6)
 
 
+def test_gene_context_second_strong_and_local_features_by_hand():
+    """Every candidate (≥ 0.02): nearest and second-nearest; strong candidates (≥ 0.3, ≥ 0.6);
+    the highest other candidate score within ±10 / 50 / 200 nt. A position below 0.02 is no
+    candidate; a row's own score never counts; another gene's candidates never count."""
+    t = pa.table({"gene_id": ["a"] * 6 + ["b", "b"], "position": [0, 8, 30, 60, 250, 400, 3, 7],
+                  "gene_length": [500] * 6 + [9, 9],
+                  "donor_score": [0.7, 0.01, 0.05, 0.35, 0.02, 0.9, 0.0, 0.0],
+                  "acceptor_score": [0.0] * 6 + [0.0, 0.5]})
+    X = align_features(t, list(GENE_CONTEXT_FEATURES), {f: -1.0 for f in GENE_CONTEXT_FEATURES})
+    got = dict(zip(GENE_CONTEXT_FEATURES, X.T))
+    # gene a donor candidates (≥ 0.02): 0 (0.7), 30 (0.05), 60 (0.35), 250 (0.02), 400 (0.9); not 8 (0.01)
+    np.testing.assert_array_equal(got["nearest_donor_upstream_min02"], [500, 8, 30, 30, 190, 150, 9, 9])
+    np.testing.assert_allclose(got["nearest_donor_upstream_min02_score"], [0, .7, .7, .05, .35, .02, 0, 0], rtol=1e-6)
+    np.testing.assert_array_equal(got["second_donor_upstream_min02"], [500, 500, 500, 60, 220, 340, 9, 9])
+    np.testing.assert_array_equal(got["nearest_donor_downstream_min02"], [30, 22, 30, 190, 150, 500, 9, 9])
+    np.testing.assert_array_equal(got["second_donor_downstream_min02"], [60, 52, 220, 340, 500, 500, 9, 9])
+    np.testing.assert_array_equal(got["nearest_donor_upstream_min30"], [500, 8, 30, 60, 190, 340, 9, 9])
+    np.testing.assert_array_equal(got["nearest_donor_upstream_min60"], [500, 8, 30, 60, 250, 400, 9, 9])
+    np.testing.assert_array_equal(got["nearest_donor_downstream_min60"], [400, 392, 370, 340, 150, 500, 9, 9])
+    np.testing.assert_allclose(got["donor_max_within_10nt"], [0, .7, 0, 0, 0, 0, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(got["donor_max_within_50nt"], [.05, .7, .7, .05, 0, 0, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(got["donor_max_within_200nt"], [.35, .7, .7, .7, .9, .02, 0, 0], rtol=1e-6)
+    # gene b: one acceptor candidate at 7; its own score does not count
+    np.testing.assert_allclose(got["acceptor_max_within_10nt"], [0] * 6 + [.5, 0], rtol=1e-6)
+    np.testing.assert_array_equal(got["nearest_acceptor_downstream_min30"], [500] * 6 + [4, 9])
+
+
+def _gene_context_by_brute_force(t: pa.Table) -> dict[str, np.ndarray]:
+    """Every gene-context feature by its definition, row by row against every other row."""
+    g = np.asarray(t.column("gene_id").to_pylist())
+    p = t.column("position").to_numpy().astype(float)
+    length = t.column("gene_length").to_numpy().astype(float)
+    out = {f: np.zeros(len(p)) for f in GENE_CONTEXT_FEATURES}
+    for r in range(len(p)):
+        for track in ("donor", "acceptor"):
+            s = t.column(f"{track}_score").to_numpy()
+            other = (g == g[r]) & (np.arange(len(p)) != r) & (s >= CANDIDATE_MIN_SCORE)
+            for suffix, minimum in (("", 0.1), ("_min02", 0.02), ("_min30", 0.3), ("_min60", 0.6)):
+                for direction, side in (("upstream", p < p[r]), ("downstream", p > p[r])):
+                    c = np.flatnonzero(other & side & (s >= minimum))
+                    c = c[np.argsort(np.abs(p[c] - p[r]))]
+                    out[f"nearest_{track}_{direction}{suffix}"][r] = abs(p[c[0]] - p[r]) if len(c) else length[r]
+                    if suffix in ("", "_min02"):
+                        out[f"nearest_{track}_{direction}{suffix}_score"][r] = s[c[0]] if len(c) else 0.0
+                    if suffix == "_min02":
+                        out[f"second_{track}_{direction}_min02"][r] = abs(p[c[1]] - p[r]) if len(c) > 1 else length[r]
+            for w in (10, 50, 200):
+                near = other & (np.abs(p - p[r]) <= w)
+                out[f"{track}_max_within_{w}nt"][r] = s[near].max() if near.any() else 0.0
+    return out
+
+
+def test_gene_context_features_match_their_definition_on_random_genes():
+    rng = np.random.default_rng(11)
+    rows = []
+    for gene in range(12):
+        n, length = int(rng.integers(0, 40)), int(rng.integers(50, 900))
+        for position in np.sort(rng.choice(length, size=min(n, length), replace=False)):
+            donor, acceptor = rng.choice([0.0, 0.01, 0.02, 0.05, 0.1, 0.3, 0.45, 0.6, 0.95], size=2)
+            rows.append((f"g{gene}", int(position), length, donor, acceptor))
+    t = pa.table(dict(zip(["gene_id", "position", "gene_length", "donor_score", "acceptor_score"], zip(*rows))))
+    t = t.take(rng.permutation(t.num_rows))   # rows of a gene need not be together or sorted
+    X = align_features(t, list(GENE_CONTEXT_FEATURES), {f: -1.0 for f in GENE_CONTEXT_FEATURES})
+    expected = _gene_context_by_brute_force(t)
+    for j, f in enumerate(GENE_CONTEXT_FEATURES):
+        np.testing.assert_allclose(X[:, j], expected[f], rtol=1e-6, err_msg=f)
+    assert t.num_rows > 150 and all(len(np.unique(expected[f])) > 3 for f in GENE_CONTEXT_FEATURES)
+
+
 def test_gene_context_depends_only_on_candidate_rows(tiny_dataset):
     """The rows a dataset adds below the candidate score (sites, near-site and random negatives:
     a label-driven sample) never change a row's gene-context features, and the training path
@@ -144,7 +214,7 @@ def test_gene_context_depends_only_on_candidate_rows(tiny_dataset):
     t = t.filter(pa.compute.is_in(t.column("gene_id"), pa.array(sorted(genes[:12]))))
     full = align_features(t, features, fill)
     np.testing.assert_array_equal(full, streamed)
-    is_candidate = np.maximum(t.column("donor_score").to_numpy(), t.column("acceptor_score").to_numpy()) >= 0.1
+    is_candidate = np.maximum(t.column("donor_score").to_numpy(), t.column("acceptor_score").to_numpy()) >= CANDIDATE_MIN_SCORE
     rng = np.random.default_rng(0)
     keep = is_candidate | (rng.random(t.num_rows) < 0.3)
     assert (~keep).sum() > 50 and is_candidate.sum() > 20
@@ -202,17 +272,25 @@ def test_kmers_up_to_size_3_by_default_and_explicit_sizes_win(tmp_path):
 
 
 def test_gene_context_search_of_all_genes_at_once_equals_gene_by_gene():
-    from ensemble_assets.core.data.features import _nearest, _nearest_by_gene
+    from ensemble_assets.core.data.features import _search
 
     rng = np.random.default_rng(5)
     per_gene = [np.sort(rng.choice(500, size=k, replace=False)).astype(float) for k in (0, 1, 7, 40, 3)]
     inverse = rng.integers(0, len(per_gene), 2000)
     pos = rng.integers(-5, 510, 2000).astype(float)
     pos[::50] = np.nan
-    fast, slow = _nearest(per_gene, inverse, pos), _nearest_by_gene(per_gene, inverse, pos)
+    queries = [(0.0, "left"), (0.0, "right"), (-50.0, "left"), (50.0, "right"), (-600.0, "left"), (600.0, "right")]
+    cand, counts = np.concatenate(per_gene), np.array([len(c) for c in per_gene])
+    fast, slow = _search(cand, counts, inverse, pos, queries), _search(cand, counts, inverse, pos, queries, by_gene=True)
     known = np.isfinite(pos)   # rows without a position get NaN features whatever the index
-    for a, b in zip(fast[:2], slow[:2]):
+    for a, b in zip(fast.at, slow.at):
         np.testing.assert_array_equal(a[known], b[known])
-    np.testing.assert_array_equal(fast[2], slow[2])
-    assert (fast[0] >= 0).any() and (fast[0] < 0).any() and (fast[1] >= 0).any() and (fast[1] < 0).any()
-    assert _nearest(per_gene, inverse, pos + 0.5) is None   # not whole numbers: gene by gene
+        assert ((a >= fast.start) & (a <= fast.end)).all()   # never into another gene's candidates
+    np.testing.assert_array_equal(fast.start, slow.start)
+    np.testing.assert_array_equal(fast.end, slow.end)
+    first_ge, first_gt = fast.at[0], fast.at[1]
+    assert (first_ge > fast.start).any() and (first_ge == fast.start).any() and (first_gt < fast.end).any()
+    # positions that are not whole numbers take the gene-by-gene path and agree with it
+    halves = _search(cand, counts, inverse, pos + 0.5, queries)
+    for a, b in zip(halves.at, _search(cand, counts, inverse, pos + 0.5, queries, by_gene=True).at):
+        np.testing.assert_array_equal(a[known], b[known])

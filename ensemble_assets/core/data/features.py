@@ -18,6 +18,8 @@ from ensemble_assets.core.data.schema import (
     GENE_CONTEXT_SOURCES,
     GENE_POSITION_FEATURES,
     GENE_POSITION_SOURCES,
+    LOCAL_WINDOWS_NT,
+    NEAREST_MIN_SCORES,
 )
 
 
@@ -85,80 +87,127 @@ def gene_codes(gene_id: np.ndarray | pa.Array | pa.ChunkedArray) -> tuple[list[s
 
 def gene_context_features(index: CandidateIndex, gene_id: np.ndarray | pa.Array | pa.ChunkedArray, position: np.ndarray,
                           gene_length: np.ndarray) -> dict[str, np.ndarray]:
-    """``schema.GENE_CONTEXT_FEATURES`` of rows, per track (donor, acceptor) and direction within
-    the row's gene (transcript orientation): nucleotides to the nearest other candidate — the
-    gene's length where there is none (NaN if that is missing or not positive) — and that
-    candidate's base score (0 where there is none). NaN where ``position`` is missing. Only the
-    candidate positions and their scores are read."""
+    """``schema.GENE_CONTEXT_FEATURES`` of rows, per track (donor, acceptor) within the row's gene
+    (transcript orientation), from the *other* candidates only (their positions and base scores):
+
+    - per direction and minimum score (``schema.NEAREST_MIN_SCORES``): nucleotides to the nearest
+      other candidate scoring at least that — the gene's length where there is none (NaN if that
+      is missing or not positive) — and, for the 0.1 and 0.02 minimums, its base score (0 where
+      there is none); for every candidate (0.02), nucleotides to the second-nearest one too;
+    - per window ±W nt (``schema.LOCAL_WINDOWS_NT``): the highest base score among the other
+      candidates within it (0 where there is none).
+
+    NaN where ``position`` is missing."""
     pos = np.asarray(position, dtype=np.float64)
     none = np.asarray(gene_length, dtype=np.float64)
     none = np.where(none > 0, none, np.nan)
     known = np.isfinite(pos)
-    out = {f: np.full(len(pos), np.nan) for f in GENE_CONTEXT_FEATURES}
+    out: dict[str, np.ndarray] = {}
     genes, inverse = gene_codes(gene_id)
+
+    def put(name: str, values: np.ndarray) -> None:
+        out[name] = np.where(known, values, np.nan)
+
+    queries = [(0.0, "left"), (0.0, "right"), *((s, side) for w in LOCAL_WINDOWS_NT for s, side in ((-w, "left"), (w, "right")))]
     for track in ("donor", "acceptor"):
         per_gene = [getattr(index, track).get(g, _EMPTY) for g in genes]
-        scores = [getattr(index, f"{track}_score").get(g, _EMPTY) for g in genes]
-        found = _nearest(per_gene, inverse, pos)
-        if found is None:   # positions that are not whole numbers: gene by gene
-            found = _nearest_by_gene(per_gene, inverse, pos)
-        i_up, i_down, cand = found
-        cand_score = np.concatenate(scores) if len(cand) else _EMPTY
-        for direction, i, sign in (("upstream", i_up, 1.0), ("downstream", i_down, -1.0)):
-            has = i >= 0
-            at = np.maximum(i, 0)
-            distance = np.where(has, sign * (pos - cand[at]) if len(cand) else 0.0, none)
-            score = np.where(has, cand_score[at] if len(cand) else 0.0, 0.0)
-            out[f"nearest_{track}_{direction}"] = np.where(known, distance, np.nan)
-            out[f"nearest_{track}_{direction}_score"] = np.where(known, score, np.nan)
-    return out
+        counts = np.fromiter((len(c) for c in per_gene), dtype=np.int64, count=len(per_gene))
+        cand = np.concatenate([_EMPTY, *per_gene])
+        cand_score = np.concatenate([_EMPTY, *(getattr(index, f"{track}_score").get(g, _EMPTY) for g in genes)])
+        found = _search(cand, counts, inverse, pos, queries)
+        first_ge, first_gt = found.at[0], found.at[1]
+        last = max(len(cand) - 1, 0)
+
+        def nearest(i: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray]:
+            """Distance to and score of candidate ``i`` (none unless within the row's gene)."""
+            has = (i >= found.start) & (i < found.end)
+            if not len(cand):
+                return none, np.zeros(len(pos))
+            at = np.clip(i, 0, last)
+            return np.where(has, sign * (pos - cand[at]), none), np.where(has, cand_score[at], 0.0)
+
+        every = np.arange(len(cand))
+        for suffix, min_score in NEAREST_MIN_SCORES.items():
+            up, down = first_ge - 1, first_gt          # the nearest candidates, up- and downstream
+            if min_score > CANDIDATE_MIN_SCORE and len(cand):   # → the nearest scoring ≥ min_score
+                strong = cand_score >= min_score
+                before = np.maximum.accumulate(np.where(strong, every, -1))            # last strong ≤ i
+                after = np.minimum.accumulate(np.where(strong, every, len(cand))[::-1])[::-1]   # first ≥ i
+                up = np.where(up >= found.start, before[np.clip(up, 0, last)], -1)
+                down = np.where(down < found.end, after[np.clip(down, 0, last)], found.end)
+            for direction, i, sign in (("upstream", up, 1.0), ("downstream", down, -1.0)):
+                distance, score = nearest(i, sign)
+                put(f"nearest_{track}_{direction}{suffix}", distance)
+                if suffix in ("", "_min02"):
+                    put(f"nearest_{track}_{direction}{suffix}_score", score)
+        put(f"second_{track}_upstream_min02", nearest(first_ge - 2, 1.0)[0])
+        put(f"second_{track}_downstream_min02", nearest(first_gt + 1, -1.0)[0])
+        for j, w in enumerate(LOCAL_WINDOWS_NT):
+            lo, hi = found.at[2 + 2 * j], found.at[3 + 2 * j]
+            put(f"{track}_max_within_{w}nt",
+                np.maximum(_range_max(cand_score, lo, first_ge), _range_max(cand_score, first_gt, hi)))
+    return {f: out[f] for f in GENE_CONTEXT_FEATURES}
 
 
-def _nearest(per_gene: list[np.ndarray], inverse: np.ndarray,
-             pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """For every row, the index (into the concatenated candidates) of its gene's last candidate
-    before ``pos`` and first candidate after it (-1: none), all genes in one sorted search on the
-    key (gene, position). Exact for whole-number positions below 2**40 (positions are int64 in
-    the data contract); None otherwise."""
-    counts = np.fromiter((len(c) for c in per_gene), dtype=np.int64, count=len(per_gene))
-    cand = np.concatenate(per_gene) if counts.sum() else _EMPTY
+@dataclass(frozen=True)
+class _Found:
+    """``_search``'s answer: per query, per row, an index into the concatenated candidates; and
+    each row's gene's candidates as the index range [start, end)."""
+
+    at: list[np.ndarray]
+    start: np.ndarray
+    end: np.ndarray
+
+
+def _search(cand: np.ndarray, counts: np.ndarray, inverse: np.ndarray, pos: np.ndarray,
+            queries: Sequence[tuple[float, str]], by_gene: bool = False) -> _Found:
+    """For every row and query ``(shift, side)``: ``np.searchsorted(its gene's sorted candidates,
+    pos + shift, side)``, as an index into ``cand`` (every gene's candidates, sorted, concatenated
+    in gene order; ``counts`` per gene), clipped to the gene's range. Whole-number positions below
+    2**40 (positions are int64 in the data contract): all genes in one sorted search on the key
+    (gene, position); otherwise (or with ``by_gene``) gene by gene."""
+    first = np.cumsum(counts) - counts
+    start, end = first[inverse], (first + counts)[inverse]
+    shifts = np.asarray([q[0] for q in queries], dtype=np.float64)
     finite = pos[np.isfinite(pos)]
-    values = np.concatenate([finite, cand])
-    if len(values) and (np.abs(values).max() >= 2.0**40 or (values != np.floor(values)).any()):
-        return None
+    values = np.concatenate([finite + shifts.min(initial=0.0), finite + shifts.max(initial=0.0), cand])
+    whole = not len(values) or (np.abs(values).max() < 2.0**40 and (values == np.floor(values)).all())
     lo = values.min() if len(values) else 0.0
     span = (values.max() - lo + 2) if len(values) else 2.0
-    if span * max(len(per_gene), 1) >= 2.0**52:
-        return None
-    owner = np.repeat(np.arange(len(per_gene), dtype=np.float64), counts)
-    keys = owner * span + (cand - lo)                        # sorted: genes in order, candidates sorted
-    rows = inverse * span + (np.nan_to_num(pos, nan=lo) - lo)
-    first_ge = np.searchsorted(keys, rows, "left")           # keys[first_ge - 1] < row
-    first_gt = np.searchsorted(keys, rows, "right")          # keys[first_gt] > row
-    start = np.cumsum(counts) - counts
-    end = start + counts
-    i_up = np.where(first_ge > start[inverse], first_ge - 1, -1)
-    i_down = np.where(first_gt < end[inverse], first_gt, -1)
-    return i_up, i_down, cand
-
-
-def _nearest_by_gene(per_gene: list[np.ndarray], inverse: np.ndarray,
-                     pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_nearest``, one gene at a time (any positions)."""
-    counts = np.asarray([len(c) for c in per_gene], dtype=np.int64)
-    start = np.cumsum(counts) - counts
-    cand = np.concatenate(per_gene) if counts.sum() else _EMPTY
-    i_up = np.full(len(pos), -1, dtype=np.int64)
-    i_down = np.full(len(pos), -1, dtype=np.int64)
+    if whole and span * max(len(counts), 1) < 2.0**52 and not by_gene:
+        # integer keys (exact: below 2**52): searched faster than floats
+        owner = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        span_i = int(span)
+        keys = owner * span_i + (cand - lo).astype(np.int64)    # sorted: genes in order, candidates sorted
+        base = inverse * span_i + (np.nan_to_num(pos, nan=lo) - lo).astype(np.int64)
+        at = [np.clip(np.searchsorted(keys, base + int(shift), side), start, end) for shift, side in queries]
+        return _Found(at, start, end)
     order = np.argsort(inverse, kind="stable")
-    bounds = np.cumsum(np.bincount(inverse, minlength=len(per_gene)))[:-1]
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(counts)))[:-1]
+    at = [np.zeros(len(pos), dtype=np.int64) for _ in queries]
     for g, rows in enumerate(np.split(order, bounds)):
-        c, p = per_gene[g], pos[rows]
-        i = np.searchsorted(c, p, "left")
-        j = np.searchsorted(c, p, "right")
-        i_up[rows] = np.where(i > 0, start[g] + i - 1, -1)
-        i_down[rows] = np.where(j < len(c), start[g] + j, -1)
-    return i_up, i_down, cand
+        c, p = cand[first[g]:first[g] + counts[g]], np.nan_to_num(pos[rows])
+        for a, (shift, side) in zip(at, queries):
+            a[rows] = first[g] + np.searchsorted(c, p + shift, side)
+    return _Found(at, start, end)
+
+
+def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``max(values[lo:hi])`` per row, 0 where the range is empty (``values`` ≥ 0): a sparse
+    table of maxima over power-of-two spans, two lookups per row."""
+    length = hi - lo
+    ok = length > 0
+    if not len(values) or not ok.any():
+        return np.zeros(len(lo))
+    levels = int(np.log2(len(values))) + 1
+    table = np.zeros((levels, len(values)))   # table[k, i] = max(values[i : i + 2**k]) (0-padded)
+    table[0] = values
+    for k in range(1, levels):
+        w = 2 ** (k - 1)
+        table[k, :len(values) - w] = np.maximum(table[k - 1, :len(values) - w], table[k - 1, w:])
+    k = np.floor(np.log2(np.maximum(length, 1))).astype(np.int64)
+    first, second = np.clip(lo, 0, len(values) - 1), np.clip(hi - 2 ** k, 0, len(values) - 1)
+    return np.where(ok, np.maximum(table[k, first], table[k, second]), 0.0)
 
 
 _COMPUTED = ((GENE_POSITION_FEATURES, GENE_POSITION_SOURCES), (GENE_CONTEXT_FEATURES, GENE_CONTEXT_SOURCES))

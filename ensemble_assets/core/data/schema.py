@@ -67,14 +67,30 @@ GENE_POSITION_FEATURES: tuple[str, ...] = ("gene_offset_5p", "gene_offset_3p", "
 # acceptor score reaches CANDIDATE_MIN_SCORE (MetaSpliceAI's row selection keeps every position
 # scoring >= 0.02), from those candidate positions and their base scores alone (transcript
 # orientation): per track (donor, acceptor) and direction (upstream, downstream)
-CANDIDATE_MIN_SCORE = 0.1
+CANDIDATE_MIN_SCORE = 0.02
 GENE_CONTEXT_SOURCES: tuple[str, ...] = ("gene_id", "position", "gene_length", "donor_score", "acceptor_score")
 _TRACK_DIRECTIONS = tuple(f"{t}_{d}" for t in ("donor", "acceptor") for d in ("upstream", "downstream"))
-# nucleotides to the nearest other candidate; the gene's length where there is none
+# the nearest other candidate scoring at least the suffix's score: "" 0.1 (the first gene-context
+# features; their meaning is kept for the models trained with them), "_min02" 0.02, "_min30" 0.3,
+# "_min60" 0.6
+NEAREST_MIN_SCORES: dict[str, float] = {"": 0.1, "_min02": CANDIDATE_MIN_SCORE, "_min30": 0.3, "_min60": 0.6}
+# nucleotides to it; the gene's length where there is none
 GENE_CONTEXT_DISTANCE_FEATURES: tuple[str, ...] = tuple(f"nearest_{td}" for td in _TRACK_DIRECTIONS)
 # that nearest candidate's base score (of its track); 0 where there is none
 GENE_CONTEXT_SCORE_FEATURES: tuple[str, ...] = tuple(f"nearest_{td}_score" for td in _TRACK_DIRECTIONS)
-GENE_CONTEXT_FEATURES: tuple[str, ...] = (*GENE_CONTEXT_DISTANCE_FEATURES, *GENE_CONTEXT_SCORE_FEATURES)
+# the same two for every candidate (>= 0.02), and the distance to the second-nearest one
+GENE_CONTEXT_ALL_CANDIDATE_FEATURES: tuple[str, ...] = tuple(
+    f for td in _TRACK_DIRECTIONS for f in (f"nearest_{td}_min02", f"nearest_{td}_min02_score", f"second_{td}_min02"))
+# the distance to the nearest strong candidate (>= 0.3, >= 0.6)
+GENE_CONTEXT_STRONG_FEATURES: tuple[str, ...] = tuple(
+    f"nearest_{td}{suffix}" for td in _TRACK_DIRECTIONS for suffix in ("_min30", "_min60"))
+# the highest base score of the track among the other candidates within ±W nt: the competition
+LOCAL_WINDOWS_NT: tuple[int, ...] = (10, 50, 200)
+GENE_CONTEXT_LOCAL_FEATURES: tuple[str, ...] = tuple(
+    f"{t}_max_within_{w}nt" for t in ("donor", "acceptor") for w in LOCAL_WINDOWS_NT)
+GENE_CONTEXT_FEATURES: tuple[str, ...] = (*GENE_CONTEXT_DISTANCE_FEATURES, *GENE_CONTEXT_SCORE_FEATURES,
+                                          *GENE_CONTEXT_ALL_CANDIDATE_FEATURES, *GENE_CONTEXT_STRONG_FEATURES,
+                                          *GENE_CONTEXT_LOCAL_FEATURES)
 # chromosome-level leakage across instances
 NON_FEATURE_BY_DEFAULT: tuple[str, ...] = ("chrom",)
 # absolute genomic coordinates: a number on one assembly's axis, meaningless for another genome,
