@@ -48,31 +48,30 @@ _EMPTY = np.empty(0, dtype=np.float64)
 
 @dataclass(frozen=True)
 class CandidateIndex:
-    """Per gene, the sorted positions whose donor (acceptor) score reaches ``CANDIDATE_MIN_SCORE``
-    and those scores, in the same order: what the gene-context features are measured from. Built
-    from complete genes only (every candidate position of a gene must be among the rows it is
-    built from)."""
+    """The positions of each gene whose donor (acceptor) score reaches ``CANDIDATE_MIN_SCORE`` and
+    those scores: what the gene-context features are measured from. Per track, the candidates of
+    every gene sorted by (gene number in ``genes``, position), concatenated; gene ``i``'s are
+    ``[offsets[i], offsets[i + 1])``. Built from complete genes only (every candidate position of
+    a gene must be among the rows it is built from)."""
 
-    donor: Mapping[str, np.ndarray]
-    acceptor: Mapping[str, np.ndarray]
-    donor_score: Mapping[str, np.ndarray]
-    acceptor_score: Mapping[str, np.ndarray]
+    genes: Mapping[str, int]
+    offsets: Mapping[str, np.ndarray]     # track → (len(genes) + 1,) int64
+    positions: Mapping[str, np.ndarray]   # track → float64, sorted within each gene
+    scores: Mapping[str, np.ndarray]      # track → float64, the base score of that track
 
     @classmethod
     def from_table(cls, table: pa.Table | pa.RecordBatch, source: str = "input") -> "CandidateIndex":
         names, codes = gene_codes(table.column(GENE_COLUMN))
         pos = numeric_column(table, "position", source)
-        tracks = {}
+        offsets, positions, scores = {}, {}, {}
         for track in ("donor", "acceptor"):
             score = np.nan_to_num(numeric_column(table, f"{track}_score", source), nan=-1.0)
             keep = (score >= CANDIDATE_MIN_SCORE) & np.isfinite(pos)
             g, p, sc = codes[keep], pos[keep], score[keep]
             order = np.lexsort((p, g))   # by gene, then position
-            present, starts = np.unique(g[order], return_index=True)
-            genes = [names[i] for i in present]
-            tracks[track] = dict(zip(genes, np.split(p[order], starts[1:])))
-            tracks[f"{track}_score"] = dict(zip(genes, np.split(sc[order], starts[1:])))
-        return cls(**tracks)
+            offsets[track] = np.concatenate([[0], np.cumsum(np.bincount(g, minlength=len(names)))]).astype(np.int64)
+            positions[track], scores[track] = p[order], sc[order]
+        return cls({g: i for i, g in enumerate(names)}, offsets, positions, scores)
 
 
 def gene_codes(gene_id: np.ndarray | pa.Array | pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
@@ -105,26 +104,30 @@ def gene_context_features(index: CandidateIndex, gene_id: np.ndarray | pa.Array 
     out: dict[str, np.ndarray] = {}
     genes, inverse = gene_codes(gene_id)
 
+    every_known = bool(known.all())
+
     def put(name: str, values: np.ndarray) -> None:
-        out[name] = np.where(known, values, np.nan)
+        out[name] = values if every_known else np.where(known, values, np.nan)
 
     queries = [(0.0, "left"), (0.0, "right"), *((s, side) for w in LOCAL_WINDOWS_NT for s, side in ((-w, "left"), (w, "right")))]
+    # each row's gene as its number in the index; a gene the index lacks: an extra gene without candidates
+    owner = np.fromiter((index.genes.get(g, len(index.genes)) for g in genes), dtype=np.int64, count=len(genes))[inverse]
     for track in ("donor", "acceptor"):
-        per_gene = [getattr(index, track).get(g, _EMPTY) for g in genes]
-        counts = np.fromiter((len(c) for c in per_gene), dtype=np.int64, count=len(per_gene))
-        cand = np.concatenate([_EMPTY, *per_gene])
-        cand_score = np.concatenate([_EMPTY, *(getattr(index, f"{track}_score").get(g, _EMPTY) for g in genes)])
-        found = _search(cand, counts, inverse, pos, queries)
+        cand, cand_score = index.positions[track], index.scores[track]
+        counts = np.append(np.diff(index.offsets[track]), 0)
+        found = _search(cand, counts, owner, pos, queries)
         first_ge, first_gt = found.at[0], found.at[1]
         last = max(len(cand) - 1, 0)
+        table = _max_table(cand_score)
 
-        def nearest(i: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray]:
-            """Distance to and score of candidate ``i`` (none unless within the row's gene)."""
-            has = (i >= found.start) & (i < found.end)
+        def nearest(i: np.ndarray, sign: float, with_score: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+            """Distance to and (``with_score``) score of candidate ``i`` (none unless within the row's gene)."""
             if not len(cand):
                 return none, np.zeros(len(pos))
+            has = (i >= found.start) & (i < found.end)
             at = np.clip(i, 0, last)
-            return np.where(has, sign * (pos - cand[at]), none), np.where(has, cand_score[at], 0.0)
+            return (np.where(has, sign * (pos - cand[at]), none),
+                    np.where(has, cand_score[at], 0.0) if with_score else None)
 
         every = np.arange(len(cand))
         for suffix, min_score in NEAREST_MIN_SCORES.items():
@@ -136,16 +139,21 @@ def gene_context_features(index: CandidateIndex, gene_id: np.ndarray | pa.Array 
                 up = np.where(up >= found.start, before[np.clip(up, 0, last)], -1)
                 down = np.where(down < found.end, after[np.clip(down, 0, last)], found.end)
             for direction, i, sign in (("upstream", up, 1.0), ("downstream", down, -1.0)):
-                distance, score = nearest(i, sign)
+                scored = suffix in ("", "_min02")
+                distance, score = nearest(i, sign, with_score=scored)
                 put(f"nearest_{track}_{direction}{suffix}", distance)
-                if suffix in ("", "_min02"):
+                if scored:
                     put(f"nearest_{track}_{direction}{suffix}_score", score)
-        put(f"second_{track}_upstream_min02", nearest(first_ge - 2, 1.0)[0])
-        put(f"second_{track}_downstream_min02", nearest(first_gt + 1, -1.0)[0])
+        put(f"second_{track}_upstream_min02", nearest(first_ge - 2, 1.0, with_score=False)[0])
+        put(f"second_{track}_downstream_min02", nearest(first_gt + 1, -1.0, with_score=False)[0])
+        is_candidate = np.flatnonzero(first_gt > first_ge)   # the row's own score is not its competition
         for j, w in enumerate(LOCAL_WINDOWS_NT):
             lo, hi = found.at[2 + 2 * j], found.at[3 + 2 * j]
-            put(f"{track}_max_within_{w}nt",
-                np.maximum(_range_max(cand_score, lo, first_ge), _range_max(cand_score, first_gt, hi)))
+            best = _range_max(table, lo, hi)
+            if len(is_candidate):
+                r = is_candidate
+                best[r] = np.maximum(_range_max(table, lo[r], first_ge[r]), _range_max(table, first_gt[r], hi[r]))
+            put(f"{track}_max_within_{w}nt", best)
     return {f: out[f] for f in GENE_CONTEXT_FEATURES}
 
 
@@ -192,21 +200,29 @@ def _search(cand: np.ndarray, counts: np.ndarray, inverse: np.ndarray, pos: np.n
     return _Found(at, start, end)
 
 
-def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """``max(values[lo:hi])`` per row, 0 where the range is empty (``values`` ≥ 0): a sparse
-    table of maxima over power-of-two spans, two lookups per row."""
-    length = hi - lo
-    ok = length > 0
-    if not len(values) or not ok.any():
-        return np.zeros(len(lo))
-    levels = int(np.log2(len(values))) + 1
-    table = np.zeros((levels, len(values)))   # table[k, i] = max(values[i : i + 2**k]) (0-padded)
-    table[0] = values
+def _max_table(values: np.ndarray) -> np.ndarray:
+    """The sparse table of ``values`` (≥ 0) for ``_range_max``: row k holds
+    ``max(values[i : i + 2**k])`` (0-padded at the end)."""
+    levels = int(np.log2(len(values))) + 1 if len(values) else 0
+    table = np.zeros((levels, len(values)))
+    if levels:
+        table[0] = values
     for k in range(1, levels):
         w = 2 ** (k - 1)
         table[k, :len(values) - w] = np.maximum(table[k - 1, :len(values) - w], table[k - 1, w:])
-    k = np.floor(np.log2(np.maximum(length, 1))).astype(np.int64)
-    first, second = np.clip(lo, 0, len(values) - 1), np.clip(hi - 2 ** k, 0, len(values) - 1)
+    return table
+
+
+def _range_max(table: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``max(values[lo:hi])`` per row from their ``_max_table``, 0 where the range is empty: two
+    lookups per row."""
+    n = table.shape[1]
+    length = hi - lo
+    ok = length > 0
+    if not n or not ok.any():
+        return np.zeros(len(lo))
+    k = np.log2(np.maximum(length, 1)).astype(np.int64)
+    first, second = np.minimum(lo, n - 1), np.clip(hi - (1 << k), 0, n - 1)
     return np.where(ok, np.maximum(table[k, first], table[k, second]), 0.0)
 
 
