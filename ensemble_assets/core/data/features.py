@@ -43,9 +43,6 @@ def gene_position_features(position: np.ndarray, gene_length: np.ndarray) -> dic
     return {"gene_offset_5p": pos, "gene_offset_3p": length - 1 - pos, "gene_relative_position": pos / length}
 
 
-_EMPTY = np.empty(0, dtype=np.float64)
-
-
 @dataclass(frozen=True)
 class CandidateIndex:
     """The positions of each gene whose donor (acceptor) score reaches ``CANDIDATE_MIN_SCORE`` and
@@ -139,11 +136,12 @@ def gene_context_features(index: CandidateIndex, gene_id: np.ndarray | pa.Array 
                 up = np.where(up >= found.start, before[np.clip(up, 0, last)], -1)
                 down = np.where(down < found.end, after[np.clip(down, 0, last)], found.end)
             for direction, i, sign in (("upstream", up, 1.0), ("downstream", down, -1.0)):
-                scored = suffix in ("", "_min02")
+                name = f"nearest_{track}_{direction}{suffix}"
+                scored = f"{name}_score" in GENE_CONTEXT_FEATURES   # the schema says which minimums carry a score
                 distance, score = nearest(i, sign, with_score=scored)
-                put(f"nearest_{track}_{direction}{suffix}", distance)
+                put(name, distance)
                 if scored:
-                    put(f"nearest_{track}_{direction}{suffix}_score", score)
+                    put(f"{name}_score", score)
         put(f"second_{track}_upstream_min02", nearest(first_ge - 2, 1.0, with_score=False)[0])
         put(f"second_{track}_downstream_min02", nearest(first_gt + 1, -1.0, with_score=False)[0])
         is_candidate = np.flatnonzero(first_gt > first_ge)   # the row's own score is not its competition
