@@ -210,6 +210,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     r = score_dataset(sm.model, sm.threshold, args.input, args.output, sm.version,
                       batch_rows=args.batch_rows or cfg.scoring.batch_rows, memory_limit=cfg.scoring.memory_limit,
                       progress=None if args.quiet else every(args.progress_seconds, report))
+    if r.gene_context is not None and r.gene_context.warning:
+        print(f"warning: {r.gene_context.warning}", file=sys.stderr)
     base = (f"; base model at 0.5: {', '.join(f'{k} {v:,}' for k, v in r.base_calls.items())}"
             if r.base_calls else "")
     print(f"scored {r.rows:,} rows of {r.genes:,} genes in {r.seconds:.1f} s ({r.rows_per_s:,.0f} rows/s) → "

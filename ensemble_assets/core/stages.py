@@ -385,6 +385,8 @@ def run_scoring(cfg: PlatformConfig, target: str, log: Log = _quiet) -> dict[str
         if store.current_id() == sm.version:
             break
         log(f"model version {store.current_id()} became current while scoring with {sm.version}")
+    if result.gene_context is not None and result.gene_context.warning:
+        log(f"warning: scoring target {target}: {result.gene_context.warning}")
     summary = {"target": target, "input": str(source), "model_dir": str(sm.path),
                "input_fingerprint": plan_inputs_fingerprint(source, {}),   # file names, sizes, mtimes
                "threshold_source": sm.threshold_source, **result.summary()}

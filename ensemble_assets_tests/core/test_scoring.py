@@ -24,7 +24,7 @@ from ensemble_assets.core.io import read_json
 from ensemble_assets.core.model.ensemble import ModelError, splice_calls
 from ensemble_assets.core.scoring.coverage import check_coverage
 from ensemble_assets.core.scoring.model_ref import resolve_scoring_model
-from ensemble_assets.core.scoring.score import open_target, score_dataset
+from ensemble_assets.core.scoring.score import gene_context_check, open_target, score_dataset
 from ensemble_assets.core.scoring.targets import scored_paths
 from ensemble_assets_tests.conftest import make_config
 
@@ -235,6 +235,38 @@ def test_unlabelled_target_and_bad_targets(trained, tiny_dataset, tmp_path):
     with pytest.raises(ModelError, match="operating point"):
         resolve_scoring_model(instance)
     assert resolve_scoring_model(instance, threshold=0.4).version.startswith("instance-")
+
+
+def test_a_target_that_does_not_declare_the_candidate_rows_is_scored_with_a_warning(trained, tiny_dataset, tmp_path,
+                                                                                      capsys):
+    """The gene-context features are exact only where every candidate is a row: scoring reads the
+    target's declaration and says when it does not guarantee them (the rows are scored anyway)."""
+    cfg, sm = trained
+    declared = score_dataset(sm.model, sm.threshold, tiny_dataset, tmp_path / "a.parquet", sm.version)
+    assert declared.gene_context.candidates_declared and declared.gene_context.warning is None
+    assert str(tiny_dataset / "dataset.json") in declared.summary()["gene_context"]["reason"]
+    # the same rows without a declaration, then with one that guarantees only positions scoring >= 0.1
+    bare = tmp_path / "bare"
+    (bare / "master").mkdir(parents=True)
+    for f in (tiny_dataset / "master").glob("*.parquet"):
+        (bare / "master" / f.name).write_bytes(f.read_bytes())
+    undeclared = score_dataset(sm.model, sm.threshold, bare, tmp_path / "b.parquet", sm.version)
+    assert not undeclared.gene_context.candidates_declared
+    assert "has no dataset.json" in undeclared.gene_context.warning
+    assert "gene-context features" in undeclared.summary()["gene_context"]["warning"]
+    assert pq.read_table(tmp_path / "b.parquet").equals(pq.read_table(tmp_path / "a.parquet"))   # scored alike
+    (bare / "dataset.json").write_text('{"row_selection": {"every_position_with_max_score_at_least": 0.1}}')
+    coarse = score_dataset(sm.model, sm.threshold, bare, tmp_path / "c.parquet", sm.version)
+    assert not coarse.gene_context.candidates_declared and "≥ 0.1 as a row" in coarse.gene_context.warning
+    assert cli.main(["predict", "--data-root", cfg.data_root, "--input", str(bare), "--output",
+                     str(tmp_path / "d.parquet"), "--quiet"]) == 0
+    assert "warning: the model reads gene-context features" in capsys.readouterr().err
+    s = stages.run_scoring(replace(cfg, scoring=replace(cfg.scoring, targets={"bare": str(bare)})), "bare")
+    assert s["gene_context"]["candidates_declared"] is False and "≥ 0.1" in s["gene_context"]["reason"]
+    assert read_json(scored_paths(cfg, "bare")["summary"])["gene_context"] == s["gene_context"]
+    # a model without gene-context features has nothing to check
+    plain = [f for f in sm.model.get_feature_names() if f not in GENE_CONTEXT_FEATURES]
+    assert gene_context_check(open_target(bare), plain) is None
 
 
 def test_predict_help_describes_every_flag(capsys):

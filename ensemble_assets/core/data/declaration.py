@@ -166,21 +166,28 @@ class GeneContextDecision:
     reason: str       # why on or off, for the manifest and the feature_screening metadata
 
 
+def candidate_rows(declaration: DatasetDeclaration | None) -> GeneContextDecision:
+    """Whether ``declaration`` guarantees that every gene-context candidate (every position scoring
+    ≥ CANDIDATE_MIN_SCORE) is a row — what makes the gene-context features of its rows exact — and why."""
+    if declaration is None:
+        return GeneContextDecision(False, f"the dataset has no {DECLARATION_NAME} declaring that every position "
+                                          f"with {MAX_SCORE} ≥ {CANDIDATE_MIN_SCORE} is a row")
+    t = declaration.row_selection.every_position_with_max_score_at_least if declaration.row_selection else None
+    if t is None:
+        return GeneContextDecision(False, f"{declaration.path} does not declare "
+                                          "row_selection.every_position_with_max_score_at_least")
+    if t > CANDIDATE_MIN_SCORE:
+        return GeneContextDecision(False, f"{declaration.path} declares every position with {MAX_SCORE} ≥ {t:g} "
+                                          f"as a row; the candidates need ≥ {CANDIDATE_MIN_SCORE}")
+    return GeneContextDecision(True, f"{declaration.path} declares every position with {MAX_SCORE} ≥ {t:g} as a "
+                                     f"row (candidates: ≥ {CANDIDATE_MIN_SCORE})")
+
+
 def gene_context_decision(setting: bool | None, declaration: DatasetDeclaration | None) -> GeneContextDecision:
     """Whether to compute the gene-context features. An explicit ``setting`` wins; ``None`` follows
     the declaration: on exactly when it guarantees every position scoring ≥ CANDIDATE_MIN_SCORE is a row."""
     if setting is not None:
         return GeneContextDecision(bool(setting), f"gene context {'on' if setting else 'off'}: set explicitly "
                                                   "(gene_context / --gene-context / --no-gene-context)")
-    if declaration is None:
-        return GeneContextDecision(False, f"gene context off: the dataset has no {DECLARATION_NAME} declaring "
-                                          f"that every position with {MAX_SCORE} ≥ {CANDIDATE_MIN_SCORE} is a row")
-    t = declaration.row_selection.every_position_with_max_score_at_least if declaration.row_selection else None
-    if t is None:
-        return GeneContextDecision(False, f"gene context off: {declaration.path} does not declare "
-                                          "row_selection.every_position_with_max_score_at_least")
-    if t > CANDIDATE_MIN_SCORE:
-        return GeneContextDecision(False, f"gene context off: {declaration.path} declares every position with "
-                                          f"{MAX_SCORE} ≥ {t:g} as a row; the candidates need ≥ {CANDIDATE_MIN_SCORE}")
-    return GeneContextDecision(True, f"gene context on: {declaration.path} declares every position with "
-                                     f"{MAX_SCORE} ≥ {t:g} as a row (candidates: ≥ {CANDIDATE_MIN_SCORE})")
+    rows = candidate_rows(declaration)
+    return GeneContextDecision(rows.on, f"gene context {'on' if rows.on else 'off'}: {rows.reason}")

@@ -17,9 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ensemble_assets.core.data.contract import DatasetError, ParquetDataset, open_dataset
+from ensemble_assets.core.data.declaration import candidate_rows, read_declaration
 from ensemble_assets.core.data.features import source_columns
 from ensemble_assets.core.data.gene_batches import GeneLayout, iter_gene_batches
-from ensemble_assets.core.data.schema import CLASSES, GENE_COLUMN, LABEL_COLUMN, is_kmer
+from ensemble_assets.core.data.schema import CLASSES, GENE_COLUMN, GENE_CONTEXT_FEATURES, LABEL_COLUMN, is_kmer
 from ensemble_assets.core.data.streaming import checked_labels, row_columns
 from ensemble_assets.core.io import atomic_path
 from ensemble_assets.core.model.ensemble import align_features
@@ -82,6 +83,36 @@ class LabelledRows:
         self.base.append(base.astype(np.float32))
 
 
+@dataclass(frozen=True)
+class GeneContextCheck:
+    """Whether the target's declaration guarantees the rows the model's gene-context features are
+    measured from (every position scoring ≥ CANDIDATE_MIN_SCORE). Without that guarantee the target
+    is still scored, but a gene's missing candidates change those features, and the predictions
+    may be worse than the model's measured quality: ``warning`` says so."""
+
+    candidates_declared: bool
+    reason: str
+
+    @property
+    def warning(self) -> str | None:
+        if self.candidates_declared:
+            return None
+        return (f"the model reads gene-context features, but {self.reason}: where a candidate position is not a "
+                "row, those features differ from what the model was trained on, and its predictions may be worse "
+                "than its measured quality")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidates_declared": self.candidates_declared, "reason": self.reason, "warning": self.warning}
+
+
+def gene_context_check(ds: ParquetDataset, features: list[str]) -> GeneContextCheck | None:
+    """The declaration check of a target for a model with ``features`` (None: no gene context)."""
+    if not any(f in GENE_CONTEXT_FEATURES for f in features):
+        return None
+    rows = candidate_rows(read_declaration(ds.root))
+    return GeneContextCheck(rows.on, rows.reason)
+
+
 @dataclass
 class ScoringResult:
     output: Path
@@ -96,6 +127,7 @@ class ScoringResult:
     base_calls: dict[str, int] | None      # base_predicted_type → rows (None: no base scores)
     labelled: bool
     peak_rss_bytes: int                    # the process's peak resident memory so far
+    gene_context: GeneContextCheck | None = None   # None: the model reads no gene-context feature
     labelled_rows: LabelledRows | None = None
 
     @property
@@ -107,7 +139,8 @@ class ScoringResult:
                 "scattered_genes": self.scattered_genes, "seconds": round(self.seconds, 3),
                 "rows_per_s": round(self.rows_per_s, 1), "model_version": self.model_version,
                 "threshold": self.threshold, "columns_read": self.columns_read, "calls": self.calls,
-                "base_calls": self.base_calls, "labelled": self.labelled, "peak_rss_bytes": self.peak_rss_bytes}
+                "base_calls": self.base_calls, "labelled": self.labelled, "peak_rss_bytes": self.peak_rss_bytes,
+                "gene_context": None if self.gene_context is None else self.gene_context.to_dict()}
 
 
 def open_target(path: str | Path) -> ParquetDataset:
@@ -195,6 +228,7 @@ def score_dataset(model: Any, threshold: float, target: str | Path | ParquetData
     ds = target if isinstance(target, ParquetDataset) else open_target(target)
     features = model.get_feature_names()
     columns = scoring_columns(ds, features)
+    gene_context = gene_context_check(ds, features)
     labelled = LABEL_COLUMN in columns
     schema = output_schema(columns)
     source = f"target {ds.root}"
@@ -233,4 +267,4 @@ def score_dataset(model: Any, threshold: float, target: str | Path | ParquetData
         seconds=time.perf_counter() - start, model_version=model_version, threshold=float(threshold),
         columns_read=columns, calls={c: calls.get(c, 0) for c in CLASSES},
         base_calls={c: base_calls.get(c, 0) for c in CLASSES} if "base_predicted_type" in schema.names else None,
-        labelled=labelled, peak_rss_bytes=peak_rss_bytes(), labelled_rows=rows)
+        labelled=labelled, peak_rss_bytes=peak_rss_bytes(), gene_context=gene_context, labelled_rows=rows)

@@ -69,6 +69,8 @@ def scored_positions(context: dg.AssetExecutionContext, ensemble: EnsembleResour
         "rows_per_s": _float(s["rows_per_s"]), "seconds": _float(s["seconds"]),
         "peak_rss_MB": _float(round(s["peak_rss_bytes"] / 2**20, 1)),
         "columns_read": len(s["columns_read"]),
+        "gene_context": ("not read by the model" if s["gene_context"] is None
+                         else s["gene_context"]["warning"] or f"exact: {s['gene_context']['reason']}"),
     }
     m = s.get("metrics")
     if m is not None:
