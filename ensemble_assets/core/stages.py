@@ -203,7 +203,11 @@ def run_holdout_metrics(cfg: PlatformConfig, log: Log = _quiet) -> dict[str, Any
     held_out = describe_holdout(plan)
     log(f"evaluating {len(manifest['members'])} instance(s) and the consolidated model on "
         f"{len(plan['holdout_genes']) or 'no'} holdout genes; held out: {held_out}")
-    ev = evaluate_models(model_dir, ds, plan["holdout_genes"], cfg.evaluation, holdout=held_out)
+    declaration = read_declaration(plan["dataset"])
+    declared = (declaration.row_selection.every_position_with_max_score_at_least
+                if declaration is not None and declaration.row_selection is not None else None)
+    ev = evaluate_models(model_dir, ds, plan["holdout_genes"], cfg.evaluation, holdout=held_out,
+                         declared_min_score=declared)
     write_parquet(rp["metrics"], table_to_arrow(ev.table))
     write_parquet(rp["calibration"], table_to_arrow(ev.calibration))
     write_parquet(rp["bins"], table_to_arrow(ev.bins))
@@ -220,6 +224,7 @@ def run_holdout_metrics(cfg: PlatformConfig, log: Log = _quiet) -> dict[str, Any
     write_parquet(rp["predictions"], pa.table(pred))
     _evaluation_plots(ev, rp)
     summary = {"scope": ev.scope, "scope_note": ev.scope_note, "holdout": ev.holdout, "genes": ev.genes, "rows": ev.rows,
+               "declared_rows": ev.declared_rows,
                "thresholds": ev.thresholds, "ece_bins": cfg.evaluation.ece_bins,
                "table": ev.table, "headline": headline_rows(ev.table),
                "files": {k: str(rp[k]) for k in ("metrics", "calibration", "bins", "predictions")},

@@ -193,3 +193,31 @@ def test_the_base_row_and_the_base_columns_agree_at_the_same_threshold(one_membe
     # the renormalised scores would have given another figure: the test tells the two apart
     renormalised = (holdout.base[:, 1] + holdout.base[:, 2]) / holdout.base.sum(axis=1)
     assert f1_score(holdout.y_splice, renormalised >= thr) != pytest.approx(base["splice_f1"], abs=1e-6)
+
+
+def test_declared_rows_figures_count_only_the_rows_selected_without_labels(one_member):
+    """Below the declared minimum score a dataset holds rows because of their labels; the declared_*
+    figures leave those rows out and keep the headline's out-of-fold thresholds."""
+    g_oof, y_oof, p_oof = _separable(400, 0.0, 0.5, 0.3, 0.9, 11, "T")
+    g_ho, y_ho, p_ho = _separable(400, 0.0, 0.5, 0.3, 0.9, 12, "H", offset=1e-9)
+    oof, holdout = _rows(g_oof, y_oof, p_oof), _rows(g_ho, y_ho, p_ho)
+    # every row scores >= 0.02 but half the holdout sites, which are rows only because they are sites
+    holdout.base[:, 1:] = np.maximum(holdout.base[:, 1:], 0.03)
+    low = np.flatnonzero(y_ho > 0)[::2]
+    holdout.base[low] = [0.99, 0.004, 0.006]
+    model_dir = one_member(oof, holdout, g_oof)
+    ev = evaluate_models(model_dir, object(), sorted(set(g_ho)), declared_min_score=0.02)
+    cons = next(r for r in ev.table if r["model"] == "consolidated")
+    base = next(r for r in ev.table if r["model"] == "base")
+    keep = np.maximum(holdout.base[:, 1], holdout.base[:, 2]) >= 0.02
+    assert cons["declared_rows"] == int(keep.sum()) == len(y_ho) - len(low)
+    assert cons["sites_below_declared"] == len(low) and cons["declared_sites"] == int((y_ho[keep] > 0).sum())
+    thr, base_thr = cons["splice_threshold"], base["splice_threshold"]
+    assert cons["declared_splice_f1"] == pytest.approx(f1_score(y_ho[keep] > 0, p_ho[keep] >= thr))
+    assert cons["declared_splice_f1"] != pytest.approx(cons["splice_f1"])   # other rows, another figure
+    assert cons["declared_base_splice_f1"] == base["declared_splice_f1"] == pytest.approx(
+        f1_score(y_ho[keep] > 0, holdout.base_splice[keep] >= base_thr))
+    assert f"{len(low):,} of {int((y_ho > 0).sum()):,} sites" in ev.declared_rows and "≥ 0.02" in ev.declared_rows
+    # without a declared minimum there are no declared figures, and the note says why
+    ev = evaluate_models(model_dir, object(), sorted(set(g_ho)))
+    assert all("declared_splice_f1" not in r for r in ev.table) and "does not declare" in ev.declared_rows

@@ -53,6 +53,16 @@ def test_evaluation_assets_materialize_with_tables_plots_and_checks(evaluated):
         m = hm.get(name) or meta["instance_performance"].get(name)
         assert m is not None and "data:image/png;base64,iVBOR" in m.value and ".png`" in m.value
     assert "consolidated" in hm["side_by_side"].value and "base @0.5" in hm["side_by_side"].value
+    # the demo data declares every position scoring >= 0.02: the figures on those rows alone, counted in DuckDB
+    ev = reports.load_holdout_metrics(cfg)
+    declared_sites, below = duckdb.connect().execute(
+        "SELECT count(*) FILTER (label > 0 AND greatest(base_donor, base_acceptor) >= 0.02), "
+        "count(*) FILTER (label > 0 AND greatest(base_donor, base_acceptor) < 0.02) FROM read_parquet($f)",
+        {"f": str(rp["predictions"])}).fetchone()
+    cons = next(r for r in ev["table"] if r["model"] == "consolidated")
+    assert (cons["declared_sites"], cons["sites_below_declared"]) == (declared_sites, below) and below > 0
+    assert hm["declared_rows_splice_f1"].value == pytest.approx(cons["declared_splice_f1"])
+    assert hm["sites_below_declared_rows"].value == below and "≥ 0.02" in hm["declared_rows"].value
     # the tables are Parquet, queryable with DuckDB
     con = duckdb.connect()
     models = con.execute("SELECT model, kind, scope, genes FROM read_parquet($f) ORDER BY model",

@@ -333,6 +333,51 @@ def score_model(name: str, kind: str, rows: ScoredRows, threshold: float | np.nd
     return out
 
 
+# --------------------------------------------------------------------------- rows selected without labels
+
+
+def declared_rows_figures(rows: ScoredRows, threshold: float | np.ndarray, base_threshold: float | np.ndarray | None,
+                          min_score: float) -> dict[str, Any]:
+    """Splice figures on the rows whose selection does not depend on the labels: those whose
+    max(donor, acceptor) base score reaches ``min_score``, every one of which the dataset declares
+    it holds. Below it a dataset holds positions because they are annotated sites (or sampled near
+    them, or at random), so there a low base score is itself a hint of a site, which data selected
+    without labels does not repeat. The thresholds are the headline's (chosen out-of-fold), so the
+    figures differ only in the rows counted; ``sites_below_declared`` are the sites left out."""
+    keep = np.maximum(rows.base[:, 1], rows.base[:, 2]) >= min_score
+    y = rows.y_splice
+
+    def on_kept(t: float | np.ndarray) -> float | np.ndarray:
+        t = np.asarray(t, dtype=np.float64)
+        return t[keep] if t.ndim else t
+
+    m = binary_splice_metrics(y[keep], rows.p_splice[keep], on_kept(threshold))
+    out: dict[str, Any] = {
+        "declared_min_score": min_score, "declared_rows": int(keep.sum()), "declared_sites": int(y[keep].sum()),
+        "sites_below_declared": int(y[~keep].sum()), "declared_splice_f1": m["f1"], "declared_splice_ap": m["ap"],
+        "declared_splice_fp": m["fp"], "declared_splice_fn": m["fn"]}
+    if base_threshold is not None:
+        out["declared_base_splice_f1"] = binary_splice_metrics(y[keep], rows.base_splice[keep],
+                                                               on_kept(base_threshold))["f1"]
+    return out
+
+
+def declared_rows_note(min_score: float | None, figures: dict[str, Any] | None = None) -> str:
+    """What the declared-rows figures are, in words (with their counts when given)."""
+    if min_score is None:
+        return ("no declared-rows figures: the dataset does not declare "
+                "row_selection.every_position_with_max_score_at_least")
+    text = (f"declared rows: max(donor_score, acceptor_score) ≥ {min_score:g}, every one of which the dataset holds "
+            "whatever the labels (below, rows are there because of the annotation: sites, near-site and random "
+            "negatives)")
+    if figures:
+        total = figures["declared_sites"] + figures["sites_below_declared"]
+        text += (f"; {figures['declared_rows']:,} rows, {figures['declared_sites']:,} sites; "
+                 f"{figures['sites_below_declared']:,} of {total:,} sites ({figures['sites_below_declared'] / max(total, 1):.1%}) "
+                 "score below and are not counted")
+    return text
+
+
 @dataclass
 class Evaluation:
     scope: str                              # HOLDOUT | OUT_OF_FOLD
@@ -345,12 +390,16 @@ class Evaluation:
     scored: dict[str, ScoredRows]           # the evaluated rows per model (base scores included)
     thresholds: dict[str, float]            # model → splice threshold (chosen on out-of-fold rows)
     holdout: str = ""                       # what the plan held out (chromosomes or genes), in words
+    declared_rows: str = ""                 # what the declared_* columns count, in words
 
 
 def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_genes: Sequence[str],
-                    settings: EvaluationSettings = EvaluationSettings(), holdout: str = "") -> Evaluation:
+                    settings: EvaluationSettings = EvaluationSettings(), holdout: str = "",
+                    declared_min_score: float | None = None) -> Evaluation:
     """Base model, every member and the consolidated model on genes they never trained on.
-    ``holdout``: what the plan held out, in words (``plan.describe_holdout``), named in every row."""
+    ``holdout``: what the plan held out, in words (``plan.describe_holdout``), named in every row.
+    ``declared_min_score``: the dataset's declared ``every_position_with_max_score_at_least``; every
+    row then also has the ``declared_*`` figures (``declared_rows_figures``)."""
     members, oof = consolidated_oof(model_dir)
     pooled = oof["consolidated"]
     names = [m["partition_key"] for m in members] + ["consolidated"]
@@ -394,6 +443,11 @@ def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_ge
     for name in names:
         rows_by_model[name] = scored[name]
         table.append(score_model(name, kinds[name], scored[name], thresholds[name], base_thr, scope, settings.ece_bins))
+    declared = declared_min_score is not None and _has_base(ref)
+    if declared:
+        for r in table:
+            thr = base_thr if r["model"] == "base" else thresholds[r["model"]]
+            r.update(declared_rows_figures(rows_by_model[r["model"]], thr, base_thr, float(declared_min_score)))
     for r in table:
         r["holdout"] = holdout or ("none" if scope == OUT_OF_FOLD else f"{len(set(holdout_genes))} genes")
         calibration += [{"model": r["model"], **c} for c in r.pop("_calibration")]
@@ -402,7 +456,8 @@ def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_ge
     if base_thr is not None:
         summary_thr["base"] = float(np.median(base_thr))
     return Evaluation(scope, note, int(len(np.unique(ref.gene_id))), len(ref), table, calibration, bins,
-                      rows_by_model, summary_thr, table[0]["holdout"])
+                      rows_by_model, summary_thr, table[0]["holdout"],
+                      declared_rows_note(declared_min_score if declared else None, table[-1] if declared else None))
 
 
 def table_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:

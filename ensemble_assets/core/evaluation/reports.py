@@ -86,6 +86,16 @@ def headline_rows(table: list[dict[str, Any]], models: tuple[str, ...] | None = 
 HEADLINE_COLUMNS = ["model", "threshold", *(label for _, label in HEADLINE)]
 
 
+def declared_rows_line(summary: dict[str, Any]) -> str:
+    """The consolidated and base splice F1 on the declared rows, with what those rows are."""
+    cons = next((r for r in summary["table"] if r["model"] == "consolidated"), {})
+    if cons.get("declared_splice_f1") is None:
+        return summary.get("declared_rows") or ""
+    base = cons.get("declared_base_splice_f1")
+    return (f"splice F1 on the declared rows: consolidated {cons['declared_splice_f1']:.4f}"
+            + (f", base {base:.4f}" if base is not None else "") + f" (the same thresholds) — {summary['declared_rows']}")
+
+
 def format_table(rows: list[dict[str, Any]], markdown: bool = False, columns: list[str] | None = None) -> str:
     """Rows as an aligned text table or a Markdown table (columns: given order, else the first row's)."""
     if not rows:
@@ -177,6 +187,7 @@ def training_summary_markdown(s: dict[str, Any], perf: list[dict[str, Any]], ev:
         f"{ev.get('holdout') or 'genes'})", "",
         f"_{ev['scope_note']}_", "",
         format_table(ev["headline"], markdown=True, columns=HEADLINE_COLUMNS), "",
+        *([declared_rows_line(ev), ""] if declared_rows_line(ev) else []),
         "## Instances", "", format_table(inst, markdown=True),
     ]
     return "\n".join(lines)
