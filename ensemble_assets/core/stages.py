@@ -224,7 +224,7 @@ def run_holdout_metrics(cfg: PlatformConfig, log: Log = _quiet) -> dict[str, Any
     write_parquet(rp["predictions"], pa.table(pred))
     _evaluation_plots(ev, rp)
     summary = {"scope": ev.scope, "scope_note": ev.scope_note, "holdout": ev.holdout, "genes": ev.genes, "rows": ev.rows,
-               "declared_rows": ev.declared_rows,
+               "declared_rows_note": ev.declared_rows_note,
                "thresholds": ev.thresholds, "ece_bins": cfg.evaluation.ece_bins,
                "table": ev.table, "headline": headline_rows(ev.table),
                "files": {k: str(rp[k]) for k in ("metrics", "calibration", "bins", "predictions")},

@@ -217,7 +217,7 @@ def test_declared_rows_figures_count_only_the_rows_selected_without_labels(one_m
     assert cons["declared_splice_f1"] != pytest.approx(cons["splice_f1"])   # other rows, another figure
     assert cons["declared_base_splice_f1"] == base["declared_splice_f1"] == pytest.approx(
         f1_score(y_ho[keep] > 0, holdout.base_splice[keep] >= base_thr))
-    assert f"{len(low):,} of {int((y_ho > 0).sum()):,} sites" in ev.declared_rows and "≥ 0.02" in ev.declared_rows
+    assert f"{len(low):,} of {int((y_ho > 0).sum()):,} sites" in ev.declared_rows_note and "≥ 0.02" in ev.declared_rows_note
     # without a declared minimum there are no declared figures, and the note says why
     ev = evaluate_models(model_dir, object(), sorted(set(g_ho)))
-    assert all("declared_splice_f1" not in r for r in ev.table) and "does not declare" in ev.declared_rows
+    assert all("declared_splice_f1" not in r for r in ev.table) and "does not declare" in ev.declared_rows_note

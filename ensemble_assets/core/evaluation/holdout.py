@@ -390,7 +390,7 @@ class Evaluation:
     scored: dict[str, ScoredRows]           # the evaluated rows per model (base scores included)
     thresholds: dict[str, float]            # model → splice threshold (chosen on out-of-fold rows)
     holdout: str = ""                       # what the plan held out (chromosomes or genes), in words
-    declared_rows: str = ""                 # what the declared_* columns count, in words
+    declared_rows_note: str = ""            # what the declared_* columns count, in words
 
 
 def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_genes: Sequence[str],

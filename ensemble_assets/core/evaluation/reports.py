@@ -90,10 +90,10 @@ def declared_rows_line(summary: dict[str, Any]) -> str:
     """The consolidated and base splice F1 on the declared rows, with what those rows are."""
     cons = next((r for r in summary["table"] if r["model"] == "consolidated"), {})
     if cons.get("declared_splice_f1") is None:
-        return summary.get("declared_rows") or ""
+        return summary.get("declared_rows_note") or ""
     base = cons.get("declared_base_splice_f1")
     return (f"splice F1 on the declared rows: consolidated {cons['declared_splice_f1']:.4f}"
-            + (f", base {base:.4f}" if base is not None else "") + f" (the same thresholds) — {summary['declared_rows']}")
+            + (f", base {base:.4f}" if base is not None else "") + f" (the same thresholds) — {summary['declared_rows_note']}")
 
 
 def format_table(rows: list[dict[str, Any]], markdown: bool = False, columns: list[str] | None = None) -> str:
