@@ -221,3 +221,39 @@ def test_declared_rows_figures_count_only_the_rows_selected_without_labels(one_m
     # without a declared minimum there are no declared figures, and the note says why
     ev = evaluate_models(model_dir, object(), sorted(set(g_ho)))
     assert all("declared_splice_f1" not in r for r in ev.table) and "does not declare" in ev.declared_rows_note
+
+
+def test_out_of_fold_figures_of_several_overlapping_instances(tiny_dataset, tmp_path):
+    """train_all_genes with several instances: each instance's rows are not the pooled rows, so the
+    base model's cross-fitted thresholds reach them by gene (this used to fail on mismatched shapes)."""
+    from ensemble_assets.core import stages
+    from ensemble_assets.core.artifacts import paths
+    from ensemble_assets_tests.conftest import make_config
+
+    cfg = make_config(tmp_path, tiny_dataset, genes_per_instance=20, train_all_genes=True)
+    stages.run_inventory(cfg)
+    stages.run_screening(cfg)
+    subsets = stages.run_plan(cfg)["subsets"]
+    assert len(subsets) >= 2
+    for s in subsets:
+        stages.run_instance(cfg, s["key"])
+    stages.run_consolidation(cfg)
+    ev = evaluate_models(paths(cfg)["consolidated"], None, [], declared_min_score=0.02)
+    pooled = ev.scored["consolidated"]
+    base = next(r for r in ev.table if r["model"] == "base")
+    # the base model's threshold of each gene, as the pooled rows carry it (one per gene group)
+    groups = gene_groups(pooled.gene_id, 5, 42)
+    per_gene = {}
+    for g in np.unique(groups):
+        thr = choose_threshold(pooled.y_splice[groups != g], pooled.base_splice[groups != g])
+        per_gene.update({gene: thr for gene in pooled.gene_id[groups == g]})
+    assert base["splice_f1"] == pytest.approx(
+        f1_score(pooled.y_splice, pooled.base_splice >= np.array([per_gene[g] for g in pooled.gene_id])))
+    for s in subsets:
+        rows, row = ev.scored[s["key"]], next(r for r in ev.table if r["model"] == s["key"])
+        assert len(rows) < len(pooled)
+        thr = np.array([per_gene[g] for g in rows.gene_id])
+        assert row["base_splice_f1_at_oof_threshold"] == pytest.approx(f1_score(rows.y_splice, rows.base_splice >= thr))
+        keep = np.maximum(rows.base[:, 1], rows.base[:, 2]) >= 0.02
+        assert row["declared_base_splice_f1"] == pytest.approx(
+            f1_score(rows.y_splice[keep], rows.base_splice[keep] >= thr[keep]))

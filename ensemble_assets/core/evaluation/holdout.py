@@ -110,6 +110,17 @@ def crossfit_thresholds(y: np.ndarray, score: np.ndarray, group: np.ndarray) -> 
     return out
 
 
+def thresholds_by_gene(thresholds: np.ndarray, of: ScoredRows, to: ScoredRows) -> np.ndarray:
+    """Per-row cross-fitted ``thresholds`` of the rows ``of`` carried to the rows ``to`` by gene (every
+    row of a gene has its group's threshold), e.g. the base model's, chosen on the pooled out-of-fold
+    rows, onto one instance's out-of-fold rows. Every gene of ``to`` must be among ``of``'s."""
+    genes, first = np.unique(np.asarray(of.gene_id, dtype=object), return_index=True)
+    at = np.searchsorted(genes, np.asarray(to.gene_id, dtype=object))
+    if len(genes) == 0 or (at >= len(genes)).any() or (genes[np.minimum(at, len(genes) - 1)] != to.gene_id).any():
+        raise ValueError("thresholds_by_gene: a gene of the target rows has no threshold")
+    return np.asarray(thresholds, dtype=np.float64)[first][at]
+
+
 def gene_groups(gene_id: np.ndarray, n_groups: int, seed: int) -> np.ndarray:
     """Seeded assignment of genes to ``n_groups`` groups; every row of a gene in one group."""
     genes, inv = np.unique(np.asarray(gene_id, dtype=object), return_inverse=True)
@@ -440,14 +451,19 @@ def evaluate_models(model_dir: str | Path, ds: ParquetDataset | None, holdout_ge
         rows_by_model["base"] = base_rows
         table.append(score_model("base", "base", base_rows, base_thr, base_thr, scope, settings.ece_bins,
                                  proba_kind="base_scores"))
+    # the base model's threshold on each model's rows: out-of-fold, an instance's rows are not the pooled ones
+    base_thr_on = {name: base_thr if base_thr is None or np.ndim(base_thr) == 0 or scored[name] is ref
+                   else thresholds_by_gene(base_thr, ref, scored[name]) for name in names}
     for name in names:
         rows_by_model[name] = scored[name]
-        table.append(score_model(name, kinds[name], scored[name], thresholds[name], base_thr, scope, settings.ece_bins))
+        table.append(score_model(name, kinds[name], scored[name], thresholds[name], base_thr_on[name], scope,
+                                 settings.ece_bins))
     declared = declared_min_score is not None and _has_base(ref)
     if declared:
         for r in table:
-            thr = base_thr if r["model"] == "base" else thresholds[r["model"]]
-            r.update(declared_rows_figures(rows_by_model[r["model"]], thr, base_thr, float(declared_min_score)))
+            name = r["model"]
+            thr, base_on = (base_thr, base_thr) if name == "base" else (thresholds[name], base_thr_on[name])
+            r.update(declared_rows_figures(rows_by_model[name], thr, base_on, float(declared_min_score)))
     for r in table:
         r["holdout"] = holdout or ("none" if scope == OUT_OF_FOLD else f"{len(set(holdout_genes))} genes")
         calibration += [{"model": r["model"], **c} for c in r.pop("_calibration")]
