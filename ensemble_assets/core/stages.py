@@ -272,7 +272,8 @@ def run_instance_performance(cfg: PlatformConfig, log: Log = _quiet) -> dict[str
         mf = read_json(Path(m["dir"]) / "manifest.json")
         o, h = mf["metrics"]["oof"], by_model.get(key, {})
         row = {"partition_key": key, "genes": mf["n_genes"], "rows": mf["n_rows"], "features": mf["n_features"],
-               "weight": m["weight"], **{f"trees_{c}": mf["n_estimators"][c] for c in CLASSES},
+               # rounds per booster: one per class (xgboost_ovr), one multiclass booster, or the kind's unit
+               "weight": m["weight"], **{f"trees_{unit}": n for unit, n in mf["n_estimators"].items()},
                **{f"oof_{k}": o.get(k) for k in ("macro_f1", "macro_ap", "splice_f1", "splice_ap", "topk_splice",
                                                   "base_splice_f1", "delta_fp", "delta_fn")},
                "eval_scope": ev["scope"], "eval_holdout": ev.get("holdout"), "eval_genes": ev["genes"],
@@ -280,7 +281,8 @@ def run_instance_performance(cfg: PlatformConfig, log: Log = _quiet) -> dict[str
                                                    "splice_fp", "splice_fn", "errors_vs_base", "topk_splice")},
                "eval_max_ece": max((h.get(f"ece_uniform_{c}") or 0.0) for c in CLASSES) if h else None,
                "train_seconds": mf["timings"]["total_seconds"],
-               "xgboost_train_seconds": mf["timings"]["xgboost_train_seconds"],
+               "fit_seconds": mf["timings"]["fit_seconds"],   # the learner's own fitting (XGBoost or scikit-learn)
+               "xgboost_train_seconds": mf["timings"].get("xgboost_train_seconds"),   # None: not an XGBoost kind
                "load_seconds": mf["timings"]["load_seconds"],
                "peak_rss_mb": round(mf["peak_rss_bytes"] / 2**20, 1)}
         rows.append(row)

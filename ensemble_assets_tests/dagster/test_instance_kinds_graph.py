@@ -13,7 +13,9 @@ import pytest
 from ensemble_assets.core import artifacts
 from ensemble_assets.core.model.ensemble import load_model
 from ensemble_assets.core.stages import shap_paths
+from ensemble_assets.core.evaluation.reports import report_paths
 from ensemble_assets.defs.ensemble.assets import consolidated_model
+from ensemble_assets.defs.evaluation.assets import evaluation_assets
 from ensemble_assets.defs.explanation.assets import ensemble_shap, instance_shap
 from ensemble_assets.defs.partitions import gene_subsets
 from ensemble_assets.defs.training.assets import instance_model
@@ -63,6 +65,15 @@ def test_each_kind_trains_through_the_graph(tiny_dataset, tmp_path, kind):
         table = pq.read_table(shap_paths(cfg)["ensemble"] / "instance_importance.parquet")
         assert set(table.column("method").to_pylist()) == {SHAP_METHOD[kind]}
         assert meta["instances_computed"].value == []   # the instance_shap results were reused
+        # the evaluation reports read each kind's manifest: its rounds per booster and its fitting time
+        ok, err = materialize(cfg, instance, evaluation_assets)
+        assert ok, err
+        perf = pq.read_table(report_paths(cfg)["performance"]).to_pylist()
+        assert sorted(r["partition_key"] for r in perf) == sorted(keys)
+        for r in perf:
+            rounds = artifacts.instance_manifest(cfg, r["partition_key"])["n_estimators"]
+            assert {k: r[f"trees_{k}"] for k in rounds} == rounds and r["fit_seconds"] > 0
+            assert (r["xgboost_train_seconds"] is not None) == kind.startswith("xgboost")
 
 
 def test_changing_the_instance_kind_changes_every_partition_key(tiny_dataset, tmp_path):
