@@ -272,8 +272,8 @@ def run_instance_performance(cfg: PlatformConfig, log: Log = _quiet) -> dict[str
         mf = read_json(Path(m["dir"]) / "manifest.json")
         o, h = mf["metrics"]["oof"], by_model.get(key, {})
         row = {"partition_key": key, "genes": mf["n_genes"], "rows": mf["n_rows"], "features": mf["n_features"],
-               # rounds per booster: one per class (xgboost_ovr), one multiclass booster, or the kind's unit
-               "weight": m["weight"], **{f"trees_{unit}": n for unit, n in mf["n_estimators"].items()},
+               # as the manifest records them: per class (xgboost_ovr), "multiclass" (xgboost_softprob), the unit (scikit-learn)
+               "weight": m["weight"], **{f"n_estimators_{k}": n for k, n in mf["n_estimators"].items()},
                **{f"oof_{k}": o.get(k) for k in ("macro_f1", "macro_ap", "splice_f1", "splice_ap", "topk_splice",
                                                   "base_splice_f1", "delta_fp", "delta_fn")},
                "eval_scope": ev["scope"], "eval_holdout": ev.get("holdout"), "eval_genes": ev["genes"],
