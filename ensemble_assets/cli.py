@@ -48,7 +48,7 @@ def build_config(args: argparse.Namespace) -> PlatformConfig:
     training = replace(training, instance_kind=args.instance_kind, max_sample_rows=args.max_sample_rows,
                        estimator_params=_json_object(args.estimator_params, "--estimator-params"))
     screening = replace(base.screening, exclude=tuple(args.exclude or ()), seed=args.seed,
-                        kmer_sizes=tuple(args.kmer_sizes) if args.kmer_sizes else None,
+                        kmer_sizes=tuple(args.kmer_sizes) if args.kmer_sizes is not None else None,  # []: none
                         gene_context=args.gene_context)
     return replace(base, dataset=dataset, plan=plan, training=training, screening=screening)
 
@@ -330,7 +330,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     t.add_argument("--calibration", default="isotonic", choices=["isotonic", "platt", "none"])
     t.add_argument("--threads", type=int, default=0, help="XGBoost threads (0: all cores)")
-    t.add_argument("--exclude", nargs="*", help="feature columns to exclude")
+    t.add_argument("--exclude", nargs="*", help="feature columns (or computed features) to exclude; an unknown name "
+                                                "is an error")
     t.add_argument("--gene-context", action=argparse.BooleanOptionalAction, default=None,
                    help="features of the gene's other candidate donors / acceptors (positions scoring >= 0.02): "
                         "nearest, second-nearest, nearest strong, the highest score nearby (docs/features.md); "
@@ -338,8 +339,9 @@ def parser() -> argparse.ArgumentParser:
                         "when the dataset's dataset.json declares that (row_selection), else off; the reason is "
                         "in feature_screening's metadata")
     t.add_argument("--kmer-sizes", nargs="*", type=int,
-                   help="k-mer sizes to keep as features, e.g. 3 5 (default: the sizes up to 3; larger ones "
-                        "added nothing measurable on atha_chr1, docs/results.md)")
+                   help="k-mer sizes to keep as features, e.g. 3 5; the flag alone keeps no k-mer (default: the "
+                        "sizes up to 3; larger ones added nothing measurable on atha_chr1, docs/results.md). A size "
+                        "the dataset has no columns of is an error")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--skip-shap", action="store_true", help="do not materialize instance_shap / ensemble_shap")
     t.add_argument("--instance-kind", default=DEFAULT_INSTANCE_KIND, choices=INSTANCE_KINDS,

@@ -170,3 +170,10 @@ def test_cli_sizes_instances_by_memory_for_a_dataset_and_keeps_the_demo_small(tm
     assert EnsembleResource.for_config(cfg).config().plan.genes_per_instance is None
     assert train().plan.genes_per_instance == DEMO_GENES_PER_INSTANCE
     assert train("--dataset", str(tmp_path), "--genes-per-instance", "3600").plan.genes_per_instance == 3600
+
+
+def test_cli_kmer_sizes_none_given_default_and_empty(tmp_path):
+    train = lambda *a: build_config(parser().parse_args(["train", "--data-root", str(tmp_path), *a]))
+    assert train().screening.kmer_sizes is None                       # the default: sizes up to 3
+    assert train("--kmer-sizes", "3", "5").screening.kmer_sizes == (3, 5)
+    assert train("--kmer-sizes").screening.kmer_sizes == ()           # the flag alone: no k-mers

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ensemble_assets.core.data.contract import open_dataset
+from ensemble_assets.core.data.contract import DatasetError, open_dataset
 from ensemble_assets.core.data.inventory import build_gene_inventory
 from ensemble_assets.core.data.schema import (
     CANDIDATE_MIN_SCORE,
@@ -269,6 +269,24 @@ def test_kmers_up_to_size_3_by_default_and_explicit_sizes_win(tmp_path):
     assert both[3] == default[3] and len(both[5]) > 0
     only5, _ = kept(ScreeningSettings(kmer_sizes=(5,)))
     assert not only5[3] and only5[5] == both[5]
+    none, _ = kept(ScreeningSettings(kmer_sizes=()))
+    assert not none[3] and not none[5]
+    with pytest.raises(DatasetError, match=r"no 4-mer columns \(its k-mer sizes: 3, 5\)"):
+        screen_features(ds, genes, ScreeningSettings(kmer_sizes=(3, 4)), threads=1)
+
+
+def test_exclusions_name_a_column_or_a_computed_feature(tiny_dataset):
+    ds = open_dataset(tiny_dataset)
+    genes = build_gene_inventory(ds, threads=1)[0].column("gene_id").to_pylist()
+    m = {r["column"]: r for r in screen_features(
+        ds, genes, ScreeningSettings(exclude=("donor_score", "gene_relative_position"), gene_context=True),
+        threads=1).to_pylist()}
+    for name in ("donor_score", "gene_relative_position"):   # a dataset column, a computed feature
+        assert not m[name]["is_feature"] and m[name]["reason"] == "user exclusion"
+    assert m["acceptor_score"]["is_feature"] and m["gene_offset_5p"]["is_feature"]
+    # a typo is an error that names it and the closest names, not a feature silently kept
+    with pytest.raises(DatasetError, match=r"'donor_scor' \(did you mean donor_score"):
+        screen_features(ds, genes, ScreeningSettings(exclude=("donor_scor",)), threads=1)
 
 
 def test_gene_context_search_of_all_genes_at_once_equals_gene_by_gene():

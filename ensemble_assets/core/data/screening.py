@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -71,8 +72,31 @@ class ScreeningSettings:
 def kmer_size_selected(column: str, kmer_sizes: tuple[int, ...] | None) -> bool:
     """Whether the k-mer ``column`` is kept: its size is in ``kmer_sizes``, or, when that is None,
     at most ``DEFAULT_MAX_KMER_SIZE``."""
-    k = int(column.split("mer_")[0])
+    k = kmer_size(column)
     return k <= DEFAULT_MAX_KMER_SIZE if kmer_sizes is None else k in kmer_sizes
+
+
+def kmer_size(column: str) -> int:
+    """k of the k-mer column ``column`` (``3mer_AAA`` → 3)."""
+    return int(column.split("mer_")[0])
+
+
+def check_selection(ds: ParquetDataset, settings: ScreeningSettings) -> None:
+    """A name in ``exclude`` must be a column of the dataset or a computed feature, and each size in
+    ``kmer_sizes`` must have k-mer columns: a typo would otherwise keep the feature, or drop every
+    k-mer, without a word."""
+    computed = set(GENE_POSITION_FEATURES) | set(GENE_CONTEXT_FEATURES)
+    unknown = [c for c in settings.exclude if c not in set(ds.columns) and c not in computed]
+    if unknown:
+        close = {c: difflib.get_close_matches(c, [*ds.columns, *sorted(computed)], n=3) for c in unknown}
+        hints = "; ".join(f"'{c}' (did you mean {', '.join(m)}?)" if m else f"'{c}'" for c, m in close.items())
+        raise DatasetError(f"exclude / --exclude: dataset {ds.root} has no column and no computed feature named {hints}")
+    if settings.kmer_sizes:
+        present = sorted({kmer_size(c) for c in ds.columns if is_kmer(c)})
+        missing = [k for k in settings.kmer_sizes if k not in present]
+        if missing:
+            raise DatasetError(f"kmer_sizes / --kmer-sizes: dataset {ds.root} has no {', '.join(map(str, missing))}-mer "
+                               f"columns (its k-mer sizes: {', '.join(map(str, present)) or 'none'})")
 
 
 def _numeric(t: pa.DataType) -> bool:
@@ -82,6 +106,7 @@ def _numeric(t: pa.DataType) -> bool:
 def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: ScreeningSettings = ScreeningSettings(),
                     threads: int = 2) -> pa.Table:
     """Return the manifest table: column, dtype, family, is_feature, reason, stats, fill_value."""
+    check_selection(ds, settings)
     rows: list[dict] = []
     candidates: list[str] = []
     context = gene_context_decision(settings.gene_context, read_declaration(ds.root))
@@ -116,10 +141,12 @@ def screen_features(ds: ParquetDataset, genes: Sequence[str], settings: Screenin
     for on, computed, sources in ((settings.gene_position, GENE_POSITION_FEATURES, GENE_POSITION_SOURCES),
                                   (context.on, GENE_CONTEXT_FEATURES, GENE_CONTEXT_SOURCES)):
         if on and all(c in ds.columns and (c == GENE_COLUMN or _numeric(ds.schema.field(c).type)) for c in sources):
-            rows += [{"column": name, "dtype": "double", "family": feature_family(name), "reason": ""}
+            rows += [{"column": name, "dtype": "double", "family": feature_family(name),
+                      "reason": "user exclusion" if name in settings.exclude else ""}
                      for name in computed if name not in ds.columns]
     stats = _column_stats(ds, candidates, genes, settings, threads)
-    stats.update(_computed_stats(ds, [r["column"] for r in rows if r["column"] not in ds.columns], genes, settings))
+    stats.update(_computed_stats(ds, [r["column"] for r in rows if r["column"] not in ds.columns and not r["reason"]],
+                                 genes, settings))
     for r in rows:
         s = stats.get(r["column"], {})
         r.update({k: s.get(k) for k in ("non_null", "nan_count", "inf_count", "min", "max", "mean", "label_corr")})
