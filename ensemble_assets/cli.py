@@ -15,7 +15,12 @@ from ensemble_assets.core.config import DEMO_GENES_PER_INSTANCE, PlatformConfig,
 from ensemble_assets.core.model.versions import store_actor
 from ensemble_assets.core.planning.plan import describe_holdout
 from ensemble_assets.core.training.loop import PROGRESS_LOGGER
-from ensemble_assets.core.training.settings import DEFAULT_INSTANCE_KIND, INSTANCE_KINDS, TrainingSettings
+from ensemble_assets.core.training.settings import (
+    DEFAULT_INSTANCE_KIND,
+    INSTANCE_KINDS,
+    TrainingSettings,
+    require_device,
+)
 
 
 def _instance(cfg: PlatformConfig):
@@ -108,6 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ensemble_assets.runs import materialize
 
     cfg = build_config(args).validate()  # bad settings: refused before anything is read or written
+    require_device(cfg.training)         # --device cuda where XGBoost sees no GPU: refused too
     instance = _instance(cfg)
     print(f"dataset: {cfg.dataset_path}   data root: {cfg.root}")
     ok, errors = materialize(cfg, instance, [gene_inventory, feature_screening, training_plan])

@@ -15,6 +15,7 @@ from ensemble_assets.core.training import folds as folds_mod
 from ensemble_assets.core.training import loop as training_mod
 from ensemble_assets.core.training.folds import assign_folds
 from ensemble_assets.core.training.loop import train_instance
+from ensemble_assets.core.training.settings import require_device
 from ensemble_assets_tests.conftest import FAST_TRAINING
 
 
@@ -160,3 +161,32 @@ def test_an_instance_reports_its_progress_fold_by_fold(trained, tmp_path, monkey
     train_instance(ds, genes[:24], features, fill, settings, tmp_path / "chatty", "s01", lines.append)
     during = [line for line in lines if line.startswith(f"fold 2/{n} donor: round ")]
     assert [line.split(",")[0] for line in during] == [f"fold 2/{n} donor: round 25", f"fold 2/{n} donor: round 50"]
+
+
+def _gpu_visible() -> bool:
+    import json
+    import warnings
+
+    import xgboost as xgb
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = xgb.train({"device": "cuda", "tree_method": "hist"}, xgb.DMatrix(np.zeros((2, 1)), label=[0.0, 1.0]), 1)
+    return json.loads(b.save_config())["learner"]["generic_param"]["device"].startswith("cuda")
+
+
+def test_cuda_without_a_visible_gpu_is_refused_before_anything_is_written(tiny_dataset, tmp_path, capsys):
+    """XGBoost would fall back to the CPU with a warning, and the manifest would say cuda."""
+    from ensemble_assets import cli
+
+    if _gpu_visible():
+        pytest.skip("a CUDA GPU is visible: device cuda is honoured here")
+    cuda = replace(FAST_TRAINING, device="cuda")
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        train_instance(open_dataset(tiny_dataset), [], ["donor_score"], {"donor_score": 0.0}, cuda, tmp_path / "i")
+    assert not (tmp_path / "i").exists()
+    assert cli.main(["train", "--data-root", str(tmp_path / "root"), "--device", "cuda"]) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "root").exists()
+    # other kinds do not use XGBoost's device; cpu is never probed
+    require_device(replace(cuda, instance_kind="sklearn:MLPClassifier"))
+    require_device(FAST_TRAINING)

@@ -46,7 +46,13 @@ from ensemble_assets.core.planning.capacity import peak_rss_bytes
 from ensemble_assets.core.training.calibration import calibrate_proba, fit_calibrator
 from ensemble_assets.core.training.folds import CURVE_COLUMNS, fold_splits, new_curves
 from ensemble_assets.core.training.kinds import get_kind
-from ensemble_assets.core.training.settings import MODEL_FORMAT, MODEL_FORMAT_VERSION, OOF_SCOPE, TrainingSettings
+from ensemble_assets.core.training.settings import (
+    MODEL_FORMAT,
+    MODEL_FORMAT_VERSION,
+    OOF_SCOPE,
+    TrainingSettings,
+    require_device,
+)
 
 # train_instance's progress lines (rows loaded, each fold and class, the final model) go to its
 # ``log`` callable (the asset's: the run's log in the UI) and to this Python logger, which prints
@@ -71,6 +77,7 @@ def train_instance(ds: ParquetDataset, genes: Sequence[str], features: Sequence[
     ``out_dir``; return its manifest. Progress goes to ``log`` and to ``PROGRESS_LOGGER``."""
     log = _with_progress_logger(log)
     settings.validate()
+    require_device(settings)
     refuse_identifier_features(features)
     kind = get_kind(settings.instance_kind)
     t0 = time.perf_counter()

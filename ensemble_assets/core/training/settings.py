@@ -134,3 +134,26 @@ def xgb_params(s: TrainingSettings) -> dict[str, Any]:
         "seed": s.seed, "nthread": s.nthread or os.cpu_count() or 1, "device": s.device,
         "disable_default_eval_metric": 1,
     }
+
+
+def require_device(settings: TrainingSettings) -> None:
+    """An XGBoost kind asked for a CUDA device must find one: XGBoost would otherwise train on the
+    CPU with only a warning, and the manifest would say cuda. A ValueError says why not."""
+    if not settings.device.startswith("cuda") or not settings.instance_kind.startswith("xgboost"):
+        return
+    import json
+    import warnings
+
+    import numpy as np
+    import xgboost as xgb
+
+    if not xgb.build_info().get("USE_CUDA"):
+        raise ValueError(f"device={settings.device!r}: this XGBoost build has no CUDA support; use --device cpu")
+    with warnings.catch_warnings():   # the fallback's own warning: the error below says it
+        warnings.simplefilter("ignore")
+        probe = xgb.train({"device": settings.device, "tree_method": "hist", "nthread": 1},
+                          xgb.DMatrix(np.zeros((2, 1)), label=[0.0, 1.0]), 1)
+    used = json.loads(probe.save_config())["learner"]["generic_param"]["device"]
+    if not used.startswith("cuda"):
+        raise ValueError(f"device={settings.device!r}: XGBoost sees no CUDA GPU on this machine and would train on "
+                         f"the CPU ({used}); use --device cpu")
