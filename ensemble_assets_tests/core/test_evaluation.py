@@ -257,3 +257,22 @@ def test_out_of_fold_figures_of_several_overlapping_instances(tiny_dataset, tmp_
         keep = np.maximum(rows.base[:, 1], rows.base[:, 2]) >= 0.02
         assert row["declared_base_splice_f1"] == pytest.approx(
             f1_score(rows.y_splice[keep], rows.base_splice[keep] >= thr[keep]))
+
+
+@pytest.mark.parametrize("boosters", [("neither", "donor", "acceptor"), ("multiclass",)])
+def test_learning_curves_have_one_panel_per_booster_of_the_kind(tmp_path, boosters):
+    """One-vs-rest kinds plot a panel per class; multi-class kinds their one model (no empty panels)."""
+    import warnings
+
+    from matplotlib import image
+
+    from ensemble_assets.core.evaluation import plots
+
+    it = np.tile(np.arange(5), 2 * len(boosters))
+    curves = {"s00-a": {"class": np.repeat(boosters, 10), "iteration": it,
+                        "val_logloss": np.linspace(0.5, 0.2, len(it)), "train_logloss": np.linspace(0.4, 0.1, len(it))}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # an empty panel's legend warns
+        path = plots.learning_curves(curves, tmp_path / "lc.png")
+    width = image.imread(path).shape[1]
+    assert (width > 1000) == (len(boosters) == 3)   # three panels side by side, or one

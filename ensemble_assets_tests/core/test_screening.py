@@ -312,3 +312,17 @@ def test_gene_context_search_of_all_genes_at_once_equals_gene_by_gene():
     halves = _search(cand, counts, inverse, pos + 0.5, queries)
     for a, b in zip(halves.at, _search(cand, counts, inverse, pos + 0.5, queries, by_gene=True).at):
         np.testing.assert_array_equal(a[known], b[known])
+
+
+def test_an_infinite_base_score_is_an_error_even_where_only_gene_context_reads_it():
+    """A candidate's score feeds the gene-context features of the other rows: an infinite one is the
+    data-contract error of its column, not a huge score (it overflowed float32 to inf before)."""
+    from ensemble_assets.core.data.features import to_feature_matrix
+
+    t = pa.table({"gene_id": ["g"] * 3, "position": [10, 20, 30], "gene_length": [100] * 3,
+                  "donor_score": [0.5, float("inf"), 0.01], "acceptor_score": [0.0, 0.0, 0.3]})
+    features = [f for f in GENE_CONTEXT_FEATURES if "donor" in f]
+    with pytest.raises(DatasetError, match=r"column 'donor_score' has 1 infinite value"):
+        to_feature_matrix(t, features, {f: 0.0 for f in features})
+    finite = t.set_column(3, "donor_score", pa.array([0.5, 0.9, 0.01]))
+    assert np.isfinite(to_feature_matrix(finite, features, {f: 0.0 for f in features})).all()

@@ -62,7 +62,10 @@ class CandidateIndex:
         pos = numeric_column(table, "position", source)
         offsets, positions, scores = {}, {}, {}
         for track in ("donor", "acceptor"):
-            score = np.nan_to_num(numeric_column(table, f"{track}_score", source), nan=-1.0)
+            score = numeric_column(table, f"{track}_score", source)
+            if np.isinf(score).any():   # as for a feature column: an error, not a huge candidate score
+                raise DatasetError(f"{source}: column '{track}_score' has {int(np.isinf(score).sum())} infinite value(s)")
+            score = np.nan_to_num(score, nan=-1.0)
             keep = (score >= CANDIDATE_MIN_SCORE) & np.isfinite(pos)
             g, p, sc = codes[keep], pos[keep], score[keep]
             order = np.lexsort((p, g))   # by gene, then position

@@ -101,15 +101,21 @@ def reliability_diagram(bins: Sequence[Mapping[str, Any]], path: str | Path, sco
 
 
 def learning_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | Path) -> Path:
-    """Per class, the log loss per boosting iteration of each instance, averaged over its fold
-    models: validation genes (solid; the early-stopping signal) and training rows (dashed)."""
+    """Per booster (a class, or a kind's one multi-class model), the log loss per boosting iteration
+    of each instance, averaged over its fold models: validation genes (solid; the early-stopping
+    signal) and training rows (dashed)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.3), layout="constrained")
+    # one panel per booster: a class for one-vs-rest kinds, else the kind's one multi-class model
+    found = {str(b) for c in curves.values() for b in np.unique(np.asarray(c["class"], dtype=object))}
+    boosters = [b for b in CLASSES if b in found] + sorted(found - set(CLASSES))
+    panels = max(len(boosters), 1)
+    fig, axes = plt.subplots(1, panels, figsize=(4.4 * panels + 0.2, 4.3), layout="constrained", squeeze=False)
+    axes = axes[0]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (key, c) in enumerate(curves.items()):
         cls = np.asarray(c["class"], dtype=object)
         it = np.asarray(c["iteration"])
-        for j, cname in enumerate(CLASSES):
+        for j, cname in enumerate(boosters):
             m = cls == cname
             if not m.any():
                 continue
@@ -119,7 +125,7 @@ def learning_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | 
                 mean = np.bincount(it[m], weights=v, minlength=n) / np.maximum(np.bincount(it[m], minlength=n), 1)
                 axes[j].plot(np.arange(n), mean, ls=ls, color=colors[i % len(colors)],
                              label=key if metric == "val_logloss" else None, lw=1)
-    for j, cname in enumerate(CLASSES):
+    for j, cname in enumerate(boosters):
         axes[j].set_title(f"{cname} booster")
         axes[j].set_xlabel("boosting iteration")
         axes[j].set_ylabel("log loss (mean over folds)")
