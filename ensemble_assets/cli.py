@@ -195,8 +195,9 @@ def _evaluate(cfg: PlatformConfig, instance) -> int:
     print(f"\n{ev['scope']} evaluation, base vs meta — held out: {ev.get('holdout', 'genes')} ({ev['genes']} genes, "
           f"{ev['rows']} rows never trained on by the evaluated model; thresholds chosen out-of-fold):")
     print(reports.format_table(ev["headline"], columns=reports.HEADLINE_COLUMNS))
-    if reports.declared_rows_line(ev):
-        print(reports.declared_rows_line(ev))
+    declared = reports.declared_rows_line(ev)
+    if declared:
+        print(declared)
     print(f"reports: {reports.report_paths(cfg)['dir']}")
     return 0
 

@@ -204,10 +204,8 @@ def run_holdout_metrics(cfg: PlatformConfig, log: Log = _quiet) -> dict[str, Any
     log(f"evaluating {len(manifest['members'])} instance(s) and the consolidated model on "
         f"{len(plan['holdout_genes']) or 'no'} holdout genes; held out: {held_out}")
     declaration = read_declaration(plan["dataset"])
-    declared = (declaration.row_selection.every_position_with_max_score_at_least
-                if declaration is not None and declaration.row_selection is not None else None)
     ev = evaluate_models(model_dir, ds, plan["holdout_genes"], cfg.evaluation, holdout=held_out,
-                         declared_min_score=declared)
+                         declared_min_score=declaration.min_score_of_every_row if declaration else None)
     write_parquet(rp["metrics"], table_to_arrow(ev.table))
     write_parquet(rp["calibration"], table_to_arrow(ev.calibration))
     write_parquet(rp["bins"], table_to_arrow(ev.bins))

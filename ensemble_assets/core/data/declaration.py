@@ -49,9 +49,14 @@ class DatasetDeclaration:
     position: str = ""
     row_selection: RowSelection | None = None
 
+    @property
+    def min_score_of_every_row(self) -> float | None:
+        """The declared ``row_selection.every_position_with_max_score_at_least`` (None: not declared)."""
+        return self.row_selection.every_position_with_max_score_at_least if self.row_selection else None
+
     def holds_every_position_scoring(self, score: float) -> bool:
         """True when every position of a gene whose max(donor, acceptor) score is ≥ ``score`` is a row."""
-        t = self.row_selection.every_position_with_max_score_at_least if self.row_selection else None
+        t = self.min_score_of_every_row
         return t is not None and t <= score
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,7 +177,7 @@ def candidate_rows(declaration: DatasetDeclaration | None) -> GeneContextDecisio
     if declaration is None:
         return GeneContextDecision(False, f"the dataset has no {DECLARATION_NAME} declaring that every position "
                                           f"with {MAX_SCORE} ≥ {CANDIDATE_MIN_SCORE} is a row")
-    t = declaration.row_selection.every_position_with_max_score_at_least if declaration.row_selection else None
+    t = declaration.min_score_of_every_row
     if t is None:
         return GeneContextDecision(False, f"{declaration.path} does not declare "
                                           "row_selection.every_position_with_max_score_at_least")

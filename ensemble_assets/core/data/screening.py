@@ -85,10 +85,10 @@ def check_selection(ds: ParquetDataset, settings: ScreeningSettings) -> None:
     """A name in ``exclude`` must be a column of the dataset or a computed feature, and each size in
     ``kmer_sizes`` must have k-mer columns: a typo would otherwise keep the feature, or drop every
     k-mer, without a word."""
-    computed = set(GENE_POSITION_FEATURES) | set(GENE_CONTEXT_FEATURES)
-    unknown = [c for c in settings.exclude if c not in set(ds.columns) and c not in computed]
+    known = set(ds.columns) | set(GENE_POSITION_FEATURES) | set(GENE_CONTEXT_FEATURES)
+    unknown = [c for c in settings.exclude if c not in known]
     if unknown:
-        close = {c: difflib.get_close_matches(c, [*ds.columns, *sorted(computed)], n=3) for c in unknown}
+        close = {c: difflib.get_close_matches(c, sorted(known), n=3) for c in unknown}
         hints = "; ".join(f"'{c}' (did you mean {', '.join(m)}?)" if m else f"'{c}'" for c, m in close.items())
         raise DatasetError(f"exclude / --exclude: dataset {ds.root} has no column and no computed feature named {hints}")
     if settings.kmer_sizes:

@@ -187,7 +187,7 @@ def training_summary_markdown(s: dict[str, Any], perf: list[dict[str, Any]], ev:
         f"{ev.get('holdout') or 'genes'})", "",
         f"_{ev['scope_note']}_", "",
         format_table(ev["headline"], markdown=True, columns=HEADLINE_COLUMNS), "",
-        *([declared_rows_line(ev), ""] if declared_rows_line(ev) else []),
+        *([declared, ""] if (declared := declared_rows_line(ev)) else []),
         "## Instances", "", format_table(inst, markdown=True),
     ]
     return "\n".join(lines)
